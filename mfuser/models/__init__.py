@@ -1,0 +1,5 @@
+"""Model components. Each import registers its classes in ``mmseg.registry.MODELS``."""
+from . import backbones, heads, segmentors  # noqa: F401
+# --- Mamba core (selective scan users): MVFuser, adapters, MTEnhancer ---
+# --- fused encoder / text encoder ---
+# --- head / segmentor ---
