@@ -1,1 +1,4 @@
-"""(filled in by the owning module)."""
+"""Segmentors."""
+from .mfuser import MFuser
+
+__all__ = ['MFuser']

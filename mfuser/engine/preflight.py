@@ -1,0 +1,93 @@
+"""Fail-fast checks of a config before anything is built or written.
+
+``check_config(cfg, stage)`` walks the dataloaders and the model config and collects every
+problem at once: a data root or image folder that does not exist or is empty, a checkpoint
+file named in the config that is missing. The error names the config key, the path and
+what to do (convert the data set, point the key at a local file).
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from collections.abc import Mapping, Sequence
+
+
+class ConfigCheckError(RuntimeError):
+    """A config names data or weights that are not on disk."""
+
+
+_WEIGHT_KEYS = ('checkpoint', 'pretrained', 'tokenizer_file', 'tokenizer')
+
+
+def _walk(node, path: str):
+    """Yield ``(key_path, dict)`` for every mapping inside ``node``."""
+    if isinstance(node, Mapping):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f'{path}.{key}' if path else str(key))
+    elif isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+        for i, value in enumerate(node):
+            yield from _walk(value, f'{path}[{i}]')
+
+
+def _dataset_problems(cfg, loader_key: str) -> list[str]:
+    problems = []
+    loader = cfg.get(loader_key)
+    if not loader:
+        return problems
+    for path, node in _walk(loader.get('dataset', {}), f'{loader_key}.dataset'):
+        root = node.get('data_root')
+        if not isinstance(root, str) or 'type' not in node:
+            continue
+        if not osp.isdir(root):
+            problems.append(f'{path}.data_root = {root!r} does not exist. Put the data set '
+                            'there (see data/README.md for the layout and the converter to '
+                            f'run) or override it: --cfg-options {path}.data_root=/your/path')
+            continue
+        if not os.listdir(root):
+            problems.append(f'{path}.data_root = {root!r} is empty (see data/README.md).')
+            continue
+        prefix = node.get('data_prefix') or {}
+        for kind in ('img_path', 'seg_map_path'):
+            sub = prefix.get(kind)
+            if isinstance(sub, str) and sub:
+                full = osp.join(root, sub)
+                if not osp.isdir(full):
+                    problems.append(f'{path}.data_prefix.{kind}: {full!r} does not exist '
+                                    '(wrong split or layout? see data/README.md).')
+    return problems
+
+
+def _weight_problems(cfg) -> list[str]:
+    problems = []
+    for path, node in _walk(cfg.get('model', {}), 'model'):
+        for key in _WEIGHT_KEYS:
+            value = node.get(key)
+            if isinstance(value, str) and value and '://' not in value:
+                if not osp.isfile(osp.expanduser(value)):
+                    problems.append(
+                        f'{path}.{key} = {value!r}: file not found. Nothing is downloaded; '
+                        'put the official file there (README, "Pretrained weights") or set '
+                        f'--cfg-options {path}.{key}=/path/to/file')
+    load_from = cfg.get('load_from')
+    if isinstance(load_from, str) and load_from and not osp.isfile(load_from):
+        problems.append(f'load_from = {load_from!r}: checkpoint file not found.')
+    return problems
+
+
+def check_config(cfg, stage: str) -> None:
+    """Raise :class:`ConfigCheckError` listing every missing data root / weight file.
+
+    Args:
+        cfg: an mmengine Config.
+        stage: ``'train'`` checks the train and val loaders, ``'test'`` the test loader.
+    """
+    loaders = ('train_dataloader', 'val_dataloader') if stage == 'train' else (
+        'test_dataloader', )
+    problems = []
+    for key in loaders:
+        problems += _dataset_problems(cfg, key)
+    problems += _weight_problems(cfg)
+    if problems:
+        raise ConfigCheckError('the config cannot run on this machine:\n  - ' +
+                               '\n  - '.join(problems))

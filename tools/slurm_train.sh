@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Slurm:  GPUS=4 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [train.py args]
+set -x
+PARTITION=$1
+JOB_NAME=$2
+CONFIG=$3
+GPUS=${GPUS:-1}
+GPUS_PER_NODE=${GPUS_PER_NODE:-1}
+CPUS_PER_TASK=${CPUS_PER_TASK:-5}
+SRUN_ARGS=${SRUN_ARGS:-""}
+PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
+srun -p "${PARTITION}" --job-name="${JOB_NAME}" --gres=gpu:"${GPUS_PER_NODE}" \
+    --ntasks="${GPUS}" --ntasks-per-node="${GPUS_PER_NODE}" \
+    --cpus-per-task="${CPUS_PER_TASK}" --kill-on-bad-exit=1 ${SRUN_ARGS} \
+    python -u tools/train.py "${CONFIG}" --launcher="slurm" "${@:4}"

@@ -1,0 +1,72 @@
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--work-dir DIR]``.
+
+With a multi-domain test set (configs/_base_/datasets/dg_*.py) the log ends with the
+per-domain mIoU table and the JSON results are written into the work dir.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) an MFuser model')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where to write the evaluation results')
+    parser.add_argument('--out', help='directory to save the predicted label maps')
+    parser.add_argument('--show-dir', help='save painted predictions here (Cityscapes '
+                        'palette; relative paths go under the run directory)')
+    parser.add_argument('--no-preflight', action='store_true',
+                        help='skip the check for data roots and weight files')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.config):
+        sys.exit(f'error: config file {args.config!r} not found')
+    if not osp.isfile(args.checkpoint):
+        sys.exit(f'error: checkpoint {args.checkpoint!r} not found')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.show_dir:
+        if 'visualization' not in cfg.default_hooks:
+            sys.exit('error: --show-dir needs default_hooks.visualization in the config')
+        cfg.default_hooks.visualization.draw = True
+        cfg.visualizer.save_dir = args.show_dir
+    if args.out is not None:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
+    from mfuser.engine.preflight import ConfigCheckError, check_config
+    if not args.no_preflight:
+        try:
+            check_config(cfg, 'test')
+        except ConfigCheckError as exc:
+            sys.exit(f'error: {exc}')
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,84 @@
+"""Train an MFuser model: ``python tools/train.py CONFIG [--work-dir DIR] [--resume]``.
+
+MMSegmentation 1.x conventions: mmengine Runner, ``--cfg-options`` overrides, ``--amp``,
+``--launcher pytorch|slurm`` for multi-process training (see tools/dist_train.sh).
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from mmseg.registry import RUNNERS
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train an MFuser segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where to save logs and checkpoints')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None,
+                        help='resume from the latest checkpoint in the work dir, or from '
+                        'the checkpoint file given')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--no-preflight', action='store_true',
+                        help='skip the check for data roots and weight files')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (e.g. '
+                        'train_cfg.max_iters=1000 model.backbone.with_cp=True)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_config(args) -> Config:
+    if not osp.isfile(args.config):
+        sys.exit(f'error: config file {args.config!r} not found')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        if cfg.optim_wrapper.type == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in your config.', logger='current',
+                      level=logging.WARNING)
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_config(args)
+    import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
+    from mfuser.engine.preflight import ConfigCheckError, check_config
+    if not args.no_preflight:
+        try:
+            check_config(cfg, 'train')
+        except ConfigCheckError as exc:
+            sys.exit(f'error: {exc}')
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+    print_log(f'checkpoints and logs: {osp.abspath(cfg.work_dir)}', logger='current')
+
+
+if __name__ == '__main__':
+    main()
