@@ -1,0 +1,288 @@
+"""Loading official pretrained weights from local files (nothing is ever downloaded).
+
+Layouts accepted for the image towers (converted with timm's own checkpoint filters):
+
+* DINOv2 repository ``.pth`` (``dinov2_vit{s,b,l}14_pretrain.pth``): timm
+  ``vision_transformer.checkpoint_filter_fn`` (drops ``mask_token``).
+* BAAI EVA-CLIP ``EVA02_CLIP_L_336_psz14_s6B.pt`` (``visual.*``): timm ``eva.checkpoint_filter_fn``
+  (renames q/v biases, ``inner_attn_ln``, ``ffn_ln``, ``w1/w2/w3``; drops the rope buffers,
+  which timm recomputes).
+* OpenAI CLIP ``ViT-L-14-336px.pt`` (a TorchScript archive; plain state dicts work too):
+  timm ``vision_transformer.checkpoint_filter_fn`` (OpenAI branch: ``visual.proj`` becomes the
+  linear ``head``).
+* open_clip (``visual.trunk.*``) or timm state dicts, ``.pt``/``.pth``/``.bin`` or
+  ``.safetensors`` (SigLIP ViT-L/16-384 and any timm tower).
+
+Position embeddings and (when the VFM follows a VLM with another patch size) the patch
+embedding kernel are resampled (bicubic) to the tower's configured grid by those filters.
+
+Text towers (``load_text_tower``): ``text.*`` of BAAI EVA-CLIP / open_clip custom-text
+checkpoints, or the top-level ``token_embedding``/``transformer``/``ln_final``/
+``text_projection`` keys of OpenAI/open_clip CLIP checkpoints.
+
+Loading is strict: missing keys, unexpected keys and shape mismatches raise
+:class:`CheckpointMismatchError` listing them; a missing file raises ``FileNotFoundError``
+naming the config key and the file expected there.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+
+__all__ = [
+    'CheckpointMismatchError', 'require_file', 'load_state_dict_file', 'load_vision_tower',
+    'load_text_tower',
+    'convert_vision_state_dict', 'map_released_visual_key', 'convert_released_mfuser',
+    'check_and_load',
+]
+
+#: What a config key is expected to point at, for error messages.
+EXPECTED_FILES = {
+    'dinov2': 'the DINOv2 repository weights, e.g. dinov2_vitl14_pretrain.pth',
+    'eva02': 'the BAAI EVA-CLIP weights, e.g. EVA02_CLIP_L_336_psz14_s6B.pt',
+    'clip': "OpenAI's TorchScript archive, e.g. ViT-L-14-336px.pt",
+    'siglip': 'an open_clip/timm SigLIP state dict, e.g. open_clip_pytorch_model.bin or '
+              'model.safetensors of ViT-L-16-SigLIP-384',
+}
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint does not fit the model it is loaded into."""
+
+
+def _expected_for(name: str) -> str:
+    name = name.lower()
+    for key in ('dinov2', 'eva02', 'siglip', 'clip'):
+        if key in name:
+            return EXPECTED_FILES[key]
+    return 'a state dict for this model'
+
+
+def _unwrap(state: Mapping) -> dict:
+    """Unwrap the usual containers (``state_dict``, ``model``, ``module``, ``model_ema``)."""
+    for key in ('state_dict', 'model', 'module', 'model_ema'):
+        inner = state.get(key) if isinstance(state, Mapping) else None
+        if isinstance(inner, Mapping) and inner and all(isinstance(k, str) for k in inner):
+            if any(isinstance(v, torch.Tensor) for v in inner.values()):
+                state = inner
+    return dict(state)
+
+
+def require_file(path: str | os.PathLike, config_key: str, model_name: str = '') -> None:
+    """Raise ``FileNotFoundError`` naming ``config_key`` and the expected file if absent."""
+    if path is None or not os.path.isfile(str(path)):
+        expected = _expected_for(model_name) if model_name else 'a checkpoint'
+        raise FileNotFoundError(
+            f"{config_key}={str(path)!r}: file not found. Put {expected} there (weights are "
+            f'never downloaded), or set {config_key}=None to start from random weights.')
+
+
+def _is_torchscript(path: str) -> bool:
+    """A TorchScript archive is a zip with a ``constants.pkl`` / ``code/`` entry."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith('/constants.pkl') or '/code/' in n for n in names)
+
+
+def load_state_dict_file(path: str | os.PathLike, config_key: str,
+                         expected: str = 'a checkpoint') -> dict[str, torch.Tensor]:
+    """Read a local checkpoint into a flat ``name -> tensor`` dict on the CPU.
+
+    Tries, in order: ``.safetensors``; ``torch.load(weights_only=True)`` (plain state dicts);
+    ``torch.jit.load`` (TorchScript archives such as OpenAI's CLIP ``.pt`` files, whose
+    ``state_dict()`` is taken). Untrusted pickles are never unpickled with arbitrary globals.
+
+    Raises:
+        FileNotFoundError: naming ``config_key`` and the expected file when ``path`` is absent.
+    """
+    if path is None or not os.path.isfile(str(path)):
+        raise FileNotFoundError(
+            f"{config_key}={str(path)!r}: file not found. Put {expected} there (weights are "
+            f'never downloaded), or set {config_key}=None to start from random weights.')
+    path = str(path)
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        return load_file(path, device='cpu')
+    errors = []
+    if _is_torchscript(path):  # e.g. OpenAI's ViT-L-14-336px.pt
+        return dict(torch.jit.load(path, map_location='cpu').state_dict())
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        if isinstance(state, Mapping):
+            return {k: v for k, v in _unwrap(state).items() if isinstance(v, torch.Tensor)}
+        if isinstance(state, nn.Module):
+            return dict(state.state_dict())
+        errors.append(f'torch.load gave a {type(state).__name__}')
+    except Exception as exc:  # noqa: BLE001 - fall back to TorchScript below
+        errors.append(f'torch.load: {str(exc).splitlines()[0]}')
+    try:
+        scripted = torch.jit.load(path, map_location='cpu')
+        return dict(scripted.state_dict())
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f'torch.jit.load: {str(exc).splitlines()[0]}')
+    raise CheckpointMismatchError(f'{config_key}={path!r}: not a readable checkpoint ('
+                                  + '; '.join(errors) + ').')
+
+
+def _short(keys: Iterable[str], limit: int = 12) -> str:
+    keys = sorted(keys)
+    text = ', '.join(keys[:limit])
+    return text + (f', ... ({len(keys)} in all)' if len(keys) > limit else '')
+
+
+def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                   ignore: Iterable[str] = ()) -> None:
+    """Load ``state`` into ``module`` strictly, with a readable error listing every problem.
+
+    Args:
+        module: the target module.
+        state: converted ``name -> tensor`` dict in the module's key names.
+        source: what is being loaded (file and config key), for messages.
+        ignore: regular expressions of checkpoint keys to drop silently-but-logged (e.g. a
+            classifier head the target has no use for).
+    """
+    target = module.state_dict()
+    patterns = [re.compile(p) for p in ignore]
+    ignored = sorted(k for k in state if k not in target and any(p.match(k) for p in patterns))
+    state = {k: v for k, v in state.items() if k not in ignored}
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}'
+                  for k in sorted(set(state) & set(target)) if state[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f'Checkpoint {source} does not fit {type(module).__name__}:']
+        if missing:
+            lines.append(f'  missing keys ({len(missing)}): {_short(missing)}')
+        if unexpected:
+            lines.append(f'  unexpected keys ({len(unexpected)}): {_short(unexpected)}')
+        if mismatched:
+            lines.append(f'  shape mismatches ({len(mismatched)}): ' + '; '.join(mismatched[:8]))
+        lines.append('  Check that the config names the model this file was saved from.')
+        raise CheckpointMismatchError('\n'.join(lines))
+    module.load_state_dict(state, strict=True)
+    note = f' (ignored {len(ignored)} unused keys: {_short(ignored, 4)})' if ignored else ''
+    print_log(f'Loaded {len(state)} tensors from {source} into {type(module).__name__}{note}',
+              logger='current', level=logging.INFO)
+
+
+def convert_vision_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module
+                              ) -> dict[str, torch.Tensor]:
+    """Convert an official layout to timm keys with timm's own filter for ``model``'s class.
+
+    Position embeddings and patch-embedding kernels are resampled (bicubic) to the model.
+    """
+    from timm.models import eva, vision_transformer
+    state = _unwrap(state)
+    if isinstance(model, eva.Eva):
+        return eva.checkpoint_filter_fn(state, model)
+    if isinstance(model, vision_transformer.VisionTransformer):
+        return vision_transformer.checkpoint_filter_fn(state, model)
+    raise TypeError(f'No converter for {type(model).__name__}.')
+
+
+def load_vision_tower(model: nn.Module, path: str, config_key: str, role: str = 'vlm') -> None:
+    """Load an official image-tower checkpoint into a timm tower (strict).
+
+    Args:
+        model: the timm ``VisionTransformer`` / ``Eva`` tower.
+        path: local file (see the module docstring for the accepted layouts).
+        config_key: the config key that named ``path`` (e.g. ``'vfm.checkpoint'``).
+        role: ``'vfm'`` drops projection-head keys the VFM has no use for.
+    """
+    name = getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)
+    raw = load_state_dict_file(path, config_key, expected=_expected_for(str(name)))
+    try:
+        state = convert_vision_state_dict(raw, model)
+    except Exception as exc:  # noqa: BLE001 - a converter failing means a wrong layout
+        raise CheckpointMismatchError(
+            f'{config_key}={path!r}: could not convert it for {name} ({type(exc).__name__}: '
+            f'{exc}). Expected {_expected_for(str(name))}.') from exc
+    if not state:
+        raise CheckpointMismatchError(f'{config_key}={path!r}: no image-tower weights found '
+                                      f'for {name}. Expected {_expected_for(str(name))}.')
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    ignore = []
+    if role == 'vfm' or isinstance(model.head, nn.Identity):
+        ignore += [r'head\.', r'fc_norm\.']
+    if getattr(model, 'attn_pool', None) is None:
+        ignore += [r'attn_pool\.']
+    check_and_load(model, state, f'{config_key}={path!r}', ignore=ignore)
+
+
+def text_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The text tower of a CLIP-family checkpoint in open_clip ``TextTransformer`` key names."""
+    state = _unwrap(state)
+    if any(k.startswith('text.') for k in state):  # BAAI EVA-CLIP, open_clip custom-text
+        return {k[len('text.'):]: v for k, v in state.items() if k.startswith('text.')}
+    if 'token_embedding.weight' in state:  # OpenAI CLIP / open_clip CLIP: top-level keys
+        skip = ('visual.', 'logit_scale', 'logit_bias', 'input_resolution', 'context_length',
+                'vocab_size')
+        return {k: v for k, v in state.items() if not k.startswith(skip)}
+    return {}
+
+
+def load_text_tower(module: nn.Module, path: str, config_key: str,
+                    expected: str = 'a CLIP-family checkpoint with a text tower') -> None:
+    """Load the text tower of a CLIP-family checkpoint into ``module`` (strict)."""
+    raw = load_state_dict_file(path, config_key, expected=expected)
+    state = text_state_dict(raw)
+    if not state:
+        raise CheckpointMismatchError(
+            f'{config_key}={path!r}: no text tower found (neither text.* nor token_embedding '
+            f'keys). Expected {expected}.')
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    check_and_load(module, state, f'{config_key}={path!r}')
+
+
+# ---------------------------------------------------------------- released MFuser checkpoints
+_RELEASED_RULES = (
+    (re.compile(r'^(?:backbone\.)?visual\.(adapter\.\d+\..+)$'), r'\1'),
+    (re.compile(r'^(?:backbone\.)?visual\.(fpn[1-4]\..+)$'), r'\1'),
+)
+
+
+def map_released_visual_key(key: str) -> str | None:
+    """Rename a released MFuser key into :class:`FusedEncoder` names.
+
+    ``visual.adapter.N.*`` -> ``adapter.N.*`` and ``visual.fpnK.*`` -> ``fpnK.*`` (an optional
+    ``backbone.`` prefix is accepted). Returns ``None`` for keys this rule does not cover
+    (the VLM tower's own ``visual.*`` keys go through :func:`convert_released_mfuser`).
+    """
+    for pattern, repl in _RELEASED_RULES:
+        if pattern.match(key):
+            return pattern.sub(repl, key)
+    return None
+
+
+def convert_released_mfuser(state: Mapping[str, torch.Tensor], encoder: nn.Module
+                            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split a released MFuser state dict into FusedEncoder keys and everything else.
+
+    Adapters and necks are renamed (:func:`map_released_visual_key`); the remaining
+    ``visual.*`` keys (the EVA tower) are converted with timm's EVA filter and prefixed
+    ``vlm.``. Returns ``(encoder_state, rest)``; ``rest`` keeps the other keys unchanged
+    (text encoder, context decoder, head, ...).
+    """
+    state = _unwrap(state)
+    encoder_state, visual, rest = {}, {}, {}
+    for key, value in state.items():
+        new = map_released_visual_key(key)
+        if new is not None:
+            encoder_state[new] = value
+        elif re.match(r'^(?:backbone\.)?visual\.', key):
+            visual['visual.' + key.split('visual.', 1)[1]] = value
+        else:
+            rest[key] = value
+    if visual:
+        for key, value in convert_vision_state_dict(visual, encoder.vlm).items():
+            encoder_state['vlm.' + key] = value
+    return encoder_state, rest

@@ -1,0 +1,123 @@
+"""CoOpTextEncoder: prompt assembly against open_clip's own text forward, freezing, errors."""
+import pytest
+import torch
+
+from mfuser.models.text_encoder import CITYSCAPES_CLASSES, CoOpTextEncoder
+
+TINY = dict(text_cfg=dict(width=32, heads=2, layers=2), embed_dim=24)
+
+
+def reference_tower(enc, context_length):
+    """open_clip's TextTransformer with the encoder's weights and a shorter context."""
+    import open_clip
+    from open_clip.model import _build_text_tower
+    cfg = open_clip.get_model_config(enc.model_name)
+    text_cfg = dict(cfg['text_cfg'], **TINY['text_cfg'], context_length=context_length)
+    ref = _build_text_tower(TINY['embed_dim'], text_cfg,
+                            quick_gelu=bool(cfg.get('quick_gelu', False)))
+    state = {k: v for k, v in enc.state_dict().items()}
+    state['positional_embedding'] = state['positional_embedding'][:context_length]
+    ref.load_state_dict(state)
+    return ref.eval()
+
+
+def test_shapes_and_attributes():
+    enc = CoOpTextEncoder(**TINY)
+    assert enc.num_classes == 19 and enc.class_names == CITYSCAPES_CLASSES
+    assert enc.width == 32 and enc.embed_dim == 24 and enc.context_length == 13
+    ctx = torch.randn(1, 8, 32)
+    assert enc(ctx).shape == (1, 19, 24)
+    assert enc(ctx[0]).shape == (19, 24)
+    assert enc(torch.randn(3, 8, 32)).shape == (3, 19, 24)
+
+
+def test_context_equal_to_word_embeddings_reproduces_open_clip_prompt():
+    """Context vectors = embeddings of 'a photo of a' must give open_clip's own encoding of
+    'a photo of a <class>.' -- proves SOS/context/name order, positions, mask and EOS shift."""
+    from open_clip.tokenizer import SimpleTokenizer
+    names = ['road', 'traffic light', 'motorcycle']
+    enc = CoOpTextEncoder(class_names=names, n_ctx=4, **TINY)
+    tok = SimpleTokenizer()
+    words = tok('a photo of a', context_length=6)[0, 1:5]  # drop SOS/EOS
+    ctx = enc.token_embedding(words)[None]  # (1, 4, 32)
+    ref = reference_tower(enc, 9)
+    with torch.no_grad():
+        ours = enc(ctx)[0]
+        theirs = ref(tok([f'a photo of a {n}' for n in names], context_length=9))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_no_context_equals_open_clip_forward():
+    enc = CoOpTextEncoder(n_ctx=0, **TINY)
+    ref = reference_tower(enc, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(torch.zeros(1, 0, 32))[0], ref(enc.tokens),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_batched_contexts_are_independent():
+    enc = CoOpTextEncoder(**TINY)
+    a, b = torch.randn(1, 8, 32), torch.randn(1, 8, 32)
+    with torch.no_grad():
+        both = enc(torch.cat([a, b]))
+        torch.testing.assert_close(both[0], enc(a)[0])
+        torch.testing.assert_close(both[1], enc(b)[0])
+
+
+def test_gradients_reach_contexts_only_and_encoder_stays_eval():
+    enc = CoOpTextEncoder(**TINY)
+    enc.train()
+    assert not enc.training and not enc.transformer.training
+    ctx = torch.randn(1, 8, 32, requires_grad=True)
+    enc(ctx).square().sum().backward()
+    assert ctx.grad is not None and ctx.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in enc.parameters())
+
+
+def test_openai_clip_text_uses_quickgelu_and_eva_does_not():
+    clip = CoOpTextEncoder(model_name='ViT-L-14-336-quickgelu', **TINY)
+    eva = CoOpTextEncoder(model_name='EVA02-L-14-336', **TINY)
+    assert 'QuickGELU' in type(clip.transformer.resblocks[0].mlp.gelu).__name__
+    assert 'QuickGELU' not in type(eva.transformer.resblocks[0].mlp.gelu).__name__
+
+
+def test_siglip_needs_local_tokenizer_and_works_with_one():
+    with pytest.raises(ValueError, match='tokenizer'):
+        CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', **TINY)
+
+    def fake_tokenizer(texts, context_length):  # T5-style: no start token, EOS=1, pad=0
+        out = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids = [3 + (ord(c) % 50) for c in t][:context_length - 1] + [1]
+            out[i, :len(ids)] = torch.tensor(ids)
+        return out
+
+    enc = CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', tokenizer=fake_tokenizer,
+                          class_names=['car', 'sky'], **TINY)
+    assert enc.num_start_tokens == 0 and enc.pool_type == 'last' and enc.attn_mask is None
+    assert enc(torch.randn(2, 8, 32)).shape == (2, 2, 24)
+    with pytest.raises(FileNotFoundError, match='tokenizer'):
+        CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', tokenizer='/nonexistent/tok', **TINY)
+
+
+def test_class_name_errors_and_presets():
+    with pytest.raises(ValueError, match='empty'):
+        CoOpTextEncoder(class_names=[], **TINY)
+    with pytest.raises(ValueError, match='Unknown class-name set'):
+        CoOpTextEncoder(class_names='ade20k', **TINY)
+    with pytest.raises(ValueError, match='duplicates'):
+        CoOpTextEncoder(class_names=['car', 'car'], **TINY)
+    assert CoOpTextEncoder(class_names='synthia', **TINY).num_classes == 16
+    with pytest.raises(ValueError, match='Unknown open_clip model'):
+        CoOpTextEncoder(model_name='nope', **TINY)
+    enc = CoOpTextEncoder(**TINY)
+    with pytest.raises(ValueError, match='contexts must be'):
+        enc(torch.randn(1, 7, 32))
+    with pytest.raises(FileNotFoundError, match='text_encoder.checkpoint'):
+        CoOpTextEncoder(checkpoint='/nonexistent/EVA02.pt', **TINY)
+
+
+def test_registry_build():
+    from mmseg.registry import MODELS
+    enc = MODELS.build(dict(type='CoOpTextEncoder', class_names=['a', 'b'], **TINY))
+    assert enc(torch.randn(1, 8, 32)).shape == (1, 2, 24)
