@@ -2,4 +2,5 @@
 from . import backbones, heads, segmentors  # noqa: F401
 # --- Mamba core (selective scan users): MVFuser, adapters, MTEnhancer ---
 # --- fused encoder / text encoder ---
+from . import pretrained, text_encoder  # noqa: F401,E402
 # --- head / segmentor ---
