@@ -1,1 +1,12 @@
-"""(filled in by the owning module)."""
+"""Numerical operators: the selective scan (Mamba S6) with CPU/CUDA backends."""
+from .selective_scan import (  # noqa: F401
+    BACKENDS,
+    active_backend,
+    available_backends,
+    build_cpu_extension,
+    selective_scan_fn,
+    selective_scan_ref,
+)
+
+__all__ = ['BACKENDS', 'active_backend', 'available_backends', 'build_cpu_extension',
+           'selective_scan_fn', 'selective_scan_ref']
