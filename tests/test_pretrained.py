@@ -316,4 +316,4 @@ def test_full_size_eva02_clip_l_336_file_loads_visual_and_text(tmp_path):
     text = CoOpTextEncoder(checkpoint=str(path))
     torch.testing.assert_close(text.transformer.resblocks[11].mlp.c_fc.weight, ref_text)
     assert text.embed_dim == 768 and text.width == 768
-    assert text(torch.zeros(1, 8, 768)).shape == (1, 19, 768)
+    assert text(torch.zeros(1, 8, 768)).shape == (19, 768)

@@ -26,9 +26,9 @@ def test_shapes_and_attributes():
     assert enc.num_classes == 19 and enc.class_names == CITYSCAPES_CLASSES
     assert enc.width == 32 and enc.embed_dim == 24 and enc.context_length == 13
     ctx = torch.randn(1, 8, 32)
-    assert enc(ctx).shape == (1, 19, 24)
+    assert enc(ctx).shape == (19, 24)  # shared context (the segmentor's parameter)
     assert enc(ctx[0]).shape == (19, 24)
-    assert enc(torch.randn(3, 8, 32)).shape == (3, 19, 24)
+    assert enc(torch.randn(3, 8, 32)).shape == (3, 19, 24)  # per-sample contexts
 
 
 def test_context_equal_to_word_embeddings_reproduces_open_clip_prompt():
@@ -42,7 +42,7 @@ def test_context_equal_to_word_embeddings_reproduces_open_clip_prompt():
     ctx = enc.token_embedding(words)[None]  # (1, 4, 32)
     ref = reference_tower(enc, 9)
     with torch.no_grad():
-        ours = enc(ctx)[0]
+        ours = enc(ctx)
         theirs = ref(tok([f'a photo of a {n}' for n in names], context_length=9))
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
@@ -51,7 +51,7 @@ def test_no_context_equals_open_clip_forward():
     enc = CoOpTextEncoder(n_ctx=0, **TINY)
     ref = reference_tower(enc, 5)
     with torch.no_grad():
-        torch.testing.assert_close(enc(torch.zeros(1, 0, 32))[0], ref(enc.tokens),
+        torch.testing.assert_close(enc(torch.zeros(1, 0, 32)), ref(enc.tokens),
                                    atol=1e-5, rtol=1e-5)
 
 
@@ -60,8 +60,8 @@ def test_batched_contexts_are_independent():
     a, b = torch.randn(1, 8, 32), torch.randn(1, 8, 32)
     with torch.no_grad():
         both = enc(torch.cat([a, b]))
-        torch.testing.assert_close(both[0], enc(a)[0])
-        torch.testing.assert_close(both[1], enc(b)[0])
+        torch.testing.assert_close(both[0], enc(a))
+        torch.testing.assert_close(both[1], enc(b))
 
 
 def test_gradients_reach_contexts_only_and_encoder_stays_eval():
@@ -120,4 +120,4 @@ def test_class_name_errors_and_presets():
 def test_registry_build():
     from mmseg.registry import MODELS
     enc = MODELS.build(dict(type='CoOpTextEncoder', class_names=['a', 'b'], **TINY))
-    assert enc(torch.randn(1, 8, 32)).shape == (1, 2, 24)
+    assert enc(torch.randn(1, 8, 32)).shape == (2, 24)

@@ -227,16 +227,17 @@ class CoOpTextEncoder(BaseModule):
         """Encode every class name with the given context vectors.
 
         Args:
-            contexts: (n_ctx, width) or (B, n_ctx, width) learnable context vectors. Pass a
-                single (1, n_ctx, width) context when it does not depend on the image, so
-                the K prompts are encoded once per forward, not once per sample.
+            contexts: (1, n_ctx, width) or (n_ctx, width) shared context vectors (the
+                segmentor's ``contexts`` parameter: the K prompts are then encoded once per
+                forward, not once per sample), or (B, n_ctx, width) per-sample contexts.
 
         Returns:
-            (K, E) for a 2-D ``contexts``, else (B, K, E) class embeddings (not normalised).
+            (K, E) for a shared context (leading dim 1 or 2-D input), else (B, K, E) class
+            embeddings (not normalised).
         """
-        squeeze = contexts.dim() == 2
-        if squeeze:
+        if contexts.dim() == 2:
             contexts = contexts.unsqueeze(0)
+        squeeze = contexts.dim() == 3 and contexts.shape[0] == 1
         if contexts.dim() != 3 or contexts.shape[1:] != (self.n_ctx, self.width):
             raise ValueError(f'contexts must be (B, {self.n_ctx}, {self.width}) or '
                              f'({self.n_ctx}, {self.width}), got {tuple(contexts.shape)}.')
