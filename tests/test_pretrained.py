@@ -12,9 +12,8 @@ from mfuser.models.backbones import FusedEncoder
 from mfuser.models.backbones import vit_tower as vt
 from mfuser.models.text_encoder import CoOpTextEncoder
 
-KEYS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'checkpoint_keys'
-if not KEYS_DIR.exists():
-    KEYS_DIR = pathlib.Path('/work/shared/checkpoint_keys')
+# Copies of shared/checkpoint_keys: key -> shape tables of the official checkpoints.
+KEYS_DIR = pathlib.Path(__file__).resolve().parent / 'data' / 'checkpoint_keys'
 TINY_TEXT = dict(text_cfg=dict(width=32, heads=2, layers=2), embed_dim=24)
 
 
