@@ -1,0 +1,13 @@
+"""Cityscapes: gtFine/**/*_gtFine_labelIds.png -> *_gtFine_labelTrainIds.png.
+
+Usage: python tools/dataset_converters/cityscapes.py data/cityscapes [--nproc N]
+
+Idempotent (existing outputs are skipped), never overwrites source files, lists unreadable
+files at the end (exit code 1 if any). The conversion logic is in mfuser.datasets.converters.
+"""
+import sys
+
+from mfuser.datasets.converters import cli
+
+if __name__ == '__main__':
+    sys.exit(cli('cityscapes'))

@@ -1,0 +1,13 @@
+"""GTAV: labels/*.png (Cityscapes label IDs) -> labels/*_labelTrainIds.png (19 train IDs).
+
+Usage: python tools/dataset_converters/gta.py data/gta [--nproc N]
+
+Idempotent (existing outputs are skipped), never overwrites source files, lists unreadable
+files at the end (exit code 1 if any). The conversion logic is in mfuser.datasets.converters.
+"""
+import sys
+
+from mfuser.datasets.converters import cli
+
+if __name__ == '__main__':
+    sys.exit(cli('gta'))

@@ -1,0 +1,13 @@
+"""Mapillary Vistas v1.2: {training,validation}/v1.2/labels (66 classes) -> 19 train IDs.
+
+Usage: python tools/dataset_converters/mapillary.py data/mapillary [--nproc N] [--half-res]
+
+Idempotent (existing outputs are skipped), never overwrites source files, lists unreadable
+files at the end (exit code 1 if any). The conversion logic is in mfuser.datasets.converters.
+"""
+import sys
+
+from mfuser.datasets.converters import cli
+
+if __name__ == '__main__':
+    sys.exit(cli('mapillary'))

@@ -1,0 +1,13 @@
+"""SYNTHIA RAND-CITYSCAPES: GT/LABELS/*.png (16-bit) -> *_labelTrainIds.png.
+
+Usage: python tools/dataset_converters/synthia.py data/synthia [--nproc N]
+
+Idempotent (existing outputs are skipped), never overwrites source files, lists unreadable
+files at the end (exit code 1 if any). The conversion logic is in mfuser.datasets.converters.
+"""
+import sys
+
+from mfuser.datasets.converters import cli
+
+if __name__ == '__main__':
+    sys.exit(cli('synthia'))

@@ -1,0 +1,70 @@
+"""Generate the synthetic domain-generalisation data sets (and convert them) for tests and the demo.
+
+    python tools/make_synthetic_data.py --out data/synthetic --convert
+
+writes ``data/synthetic/{gta,cityscapes,bdd100k,mapillary,synthia}`` in the raw on-disk formats
+of the real data sets (see mfuser/datasets/synthetic.py) and, with ``--convert``, runs the label
+converters on them exactly as on real data (GTAV, Cityscapes, Mapillary incl. half-resolution
+copies, SYNTHIA; BDD100K masks need no conversion). configs/_base_/datasets/dg_synthetic.py
+reads the result.
+"""
+import argparse
+import os.path as osp
+import sys
+import time
+
+from mfuser.datasets.converters import CONVERTERS
+from mfuser.datasets.synthetic import DOMAINS, generate
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out', default='data/synthetic', help='output root (default data/synthetic)')
+    p.add_argument('--domains', nargs='+', default=list(DOMAINS), choices=DOMAINS)
+    p.add_argument('--num-train', type=int, default=100,
+                   help='images per train split (and for the source-only gta/synthia sets)')
+    p.add_argument('--num-val', type=int, default=50, help='images per val split')
+    p.add_argument('--size', type=int, nargs=2, default=(256, 128), metavar=('W', 'H'),
+                   help='image size (mapillary uses W x 0.75W)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--nproc', type=int, default=2, help='worker processes')
+    p.add_argument('--convert', action='store_true', help='run the label converters afterwards')
+    return p.parse_args(argv)
+
+
+def prepare(out, domains=DOMAINS, num_train=100, num_val=50, size=(256, 128), seed=0, nproc=2,
+            convert=True):
+    """Generate, then (optionally) convert; prints each step. Returns the conversion reports."""
+    t0 = time.time()
+    print(f'[synthetic] generating {list(domains)} under {osp.abspath(out)} '
+          f'(size {size[0]}x{size[1]}, seed {seed}, {num_train} train / {num_val} val)', flush=True)
+    generate(out, domains, num_train, num_val, tuple(size), seed, nproc)
+    print(f'[synthetic] generated in {time.time() - t0:.1f} s', flush=True)
+    reports = {}
+    if convert:
+        for d in domains:
+            name = {'gta': 'gta', 'cityscapes': 'cityscapes', 'mapillary': 'mapillary',
+                    'synthia': 'synthia'}.get(d)
+            if name is None:
+                print(f'[synthetic] {d}: labels are train IDs already, nothing to convert')
+                continue
+            t1 = time.time()
+            kw = dict(half_res=True) if name == 'mapillary' else {}
+            cmd = f'python tools/dataset_converters/{name}.py {osp.join(out, d)} --nproc {nproc}'
+            print(f'[synthetic] $ {cmd}' + (' --half-res' if kw else ''), flush=True)
+            rep = CONVERTERS[name](osp.join(out, d), nproc=nproc, progress=False, **kw)
+            print(rep.summary() + f'  ({time.time() - t1:.1f} s)', flush=True)
+            reports[d] = rep
+    print(f'[synthetic] done in {time.time() - t0:.1f} s', flush=True)
+    return reports
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    reports = prepare(a.out, a.domains, a.num_train, a.num_val, a.size, a.seed, a.nproc,
+                      a.convert)
+    return 1 if any(r.failed for r in reports.values()) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
