@@ -11,8 +11,7 @@ from mmseg.registry import MODELS
 from mfuser.models.mvfuser import GatedRMSNorm, MVFuser
 from mfuser.ops import selective_scan_ref
 
-KEYS = Path(__file__).resolve().parents[2] / 'shared' / 'checkpoint_keys' / \
-    'mfuser_eva_visual_additions.keys.json'
+KEYS = Path(__file__).parent / 'data' / 'checkpoint_keys' / 'mfuser_eva_visual_additions.keys.json'
 
 
 def _adapter_shapes():
