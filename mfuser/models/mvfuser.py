@@ -30,7 +30,8 @@ class GatedRMSNorm(nn.Module):
     """RMSNorm with a SiLU gate, normalise-then-gate: ``y / rms(y) * weight * silu(z)``.
 
     Pure PyTorch (mamba-ssm's ``RMSNormGated`` with ``norm_before_gate=True`` needs Triton).
-    Computed in float32 (or float64), returned in the input dtype. Shapes: y, z (..., C) -> (..., C).
+    Computed in float32 (or float64), returned in the input dtype.
+    Shapes: y, z (..., C) -> (..., C).
     """
 
     def __init__(self, dim: int, eps: float = 1e-5):

@@ -1,0 +1,136 @@
+"""Benchmark the selective-scan backends (forward + backward) on the CPU.
+
+Baseline: a well-written sequential PyTorch loop (``mfuser.ops.selective_scan_ref``: precompute
+exp(delta*A) and delta*B*u, step with ``unbind``, autograd through it). Every backend runs in
+this process on the same inputs; the table gives the median of ``--repeats`` runs after one
+warm-up and the speed-up over the loop. mamba-ssm's own ``selective_scan_ref`` (per-step
+indexing, backward quadratic in L) is timed at ``--mamba-ref-length`` when importable.
+
+    python tools/analysis/benchmark_selective_scan.py                    # B2 D512 L2594 N16
+    python tools/analysis/benchmark_selective_scan.py --length 1024 --repeats 2
+    python tools/analysis/benchmark_selective_scan.py --backends cpp reference chunked
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from mfuser.ops import selective_scan as ss
+
+
+def make_inputs(batch, dim, length, state, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(batch, dim, length, generator=g)
+    delta = torch.randn(batch, dim, length, generator=g) * 0.5
+    A = -torch.arange(1, state + 1, dtype=torch.float32).repeat(dim, 1)
+    A = A * torch.rand(dim, 1, generator=g).add(0.5)
+    B = torch.randn(batch, state, length, generator=g)
+    C = torch.randn(batch, state, length, generator=g)
+    D = torch.ones(dim)
+    bias = torch.randn(dim, generator=g) * 0.1
+    leaves = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, delta_bias=bias)
+    return {k: v.requires_grad_() for k, v in leaves.items()}
+
+
+def time_fwd_bwd(fn, inputs, repeats):
+    """Median forward and backward seconds of ``fn(**inputs)`` (one warm-up run first)."""
+    fwd, bwd = [], []
+    for i in range(repeats + 1):
+        for v in inputs.values():
+            v.grad = None
+        t0 = time.perf_counter()
+        y = fn(**inputs)
+        t1 = time.perf_counter()
+        y.square().mean().backward()
+        t2 = time.perf_counter()
+        if i:  # skip the warm-up
+            fwd.append(t1 - t0)
+            bwd.append(t2 - t1)
+    return statistics.median(fwd), statistics.median(bwd)
+
+
+def backend_fn(name):
+    def fn(**kw):
+        return ss.selective_scan_fn(**kw, delta_softplus=True, backend=name)
+    return fn
+
+
+def mamba_ref_fn():
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+    except Exception as exc:  # its module imports the compiled CUDA extension unguarded
+        return None, f'{type(exc).__name__}: {exc}'.splitlines()[0]
+
+    def fn(**kw):
+        return selective_scan_ref(kw['u'], kw['delta'], kw['A'], kw['B'], kw['C'], kw['D'],
+                                  delta_bias=kw['delta_bias'], delta_softplus=True)
+    return fn, None
+
+
+def print_table(title, rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    print(f'\n{title}')
+    print('| ' + ' | '.join(str(h).ljust(w) for h, w in zip(headers, widths)) + ' |')
+    print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+    for r in rows:
+        print('| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |')
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--batch', type=int, default=2)
+    p.add_argument('--dim', type=int, default=512)
+    p.add_argument('--length', type=int, default=2594)
+    p.add_argument('--state', type=int, default=16)
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
+    p.add_argument('--backends', nargs='+', default=['cpp'],
+                   help="backends to compare with the loop ('cpp', 'chunked')")
+    p.add_argument('--mamba-ref-length', type=int, default=256,
+                   help="L for mamba-ssm's selective_scan_ref (0: skip)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ss.build_cpu_extension()  # compile (or load) outside the timings
+
+    shape = f'B={args.batch} D={args.dim} L={args.length} N={args.state}'
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; {shape}; fp32; '
+          f'median of {args.repeats} after a warm-up')
+    inputs = make_inputs(args.batch, args.dim, args.length, args.state)
+    base = time_fwd_bwd(backend_fn('reference'), inputs, args.repeats)
+    rows = [('loop (reference)', f'{base[0]:.3f}', f'{base[1]:.3f}', f'{sum(base):.3f}', '1.0x')]
+    y_ref = ss.selective_scan_fn(**{k: v.detach() for k, v in inputs.items()},
+                                 delta_softplus=True, backend='reference')
+    for name in args.backends:
+        t = time_fwd_bwd(backend_fn(name), inputs, args.repeats)
+        y = ss.selective_scan_fn(**{k: v.detach() for k, v in inputs.items()},
+                                 delta_softplus=True, backend=name)
+        err = (y - y_ref).abs().max().item()
+        rows.append((f'{name} (max |dy| {err:.1e})', f'{t[0]:.3f}', f'{t[1]:.3f}',
+                     f'{sum(t):.3f}', f'{sum(base) / sum(t):.1f}x'))
+    print_table(f'fwd+bwd seconds, {shape}', rows,
+                ['implementation', 'forward s', 'backward s', 'total s', 'speed-up vs loop'])
+
+    if args.mamba_ref_length:
+        fn, err = mamba_ref_fn()
+        small = dict(vars(args))
+        small_len = args.mamba_ref_length
+        if fn is None:
+            print(f"\nmamba-ssm's selective_scan_ref: not importable here ({err}); skipped.")
+        else:
+            inputs = make_inputs(args.batch, args.dim, small_len, args.state)
+            rows = []
+            for label, f in (('loop (reference)', backend_fn('reference')),
+                             ("mamba-ssm selective_scan_ref", fn),
+                             ('cpp', backend_fn('cpp'))):
+                t = time_fwd_bwd(f, inputs, max(1, small['repeats'] - 1))
+                rows.append((label, f'{t[0]:.3f}', f'{t[1]:.3f}', f'{sum(t):.3f}'))
+            print_table(f'fwd+bwd seconds at L={small_len}', rows,
+                        ['implementation', 'forward s', 'backward s', 'total s'])
+
+
+if __name__ == '__main__':
+    main()
