@@ -242,33 +242,36 @@ def _scan_chunked(u, delta, A, B, C, chunk: int | None = None):
 
 
 class _CppScan(torch.autograd.Function):
-    """Autograd wrapper of the C++ kernel. Saves the inputs and the chunk-boundary states."""
+    """Autograd wrapper of the C++ kernel (delta bias, softplus and the D skip fused).
+    Saves the inputs and the chunk-boundary states."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C):
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus):
         ext = build_cpu_extension()
+        empty = u.new_empty(0)
         Bt = B.transpose(1, 2).contiguous()
         Ct = C.transpose(1, 2).contiguous()
         u, delta, A = u.contiguous(), delta.contiguous(), A.contiguous()
-        y, states, last = ext.fwd(u, delta, A, Bt, Ct, _CPP_CHUNK)
-        ctx.save_for_backward(u, delta, A, Bt, Ct, states)
+        D = empty if D is None else D.contiguous()
+        delta_bias = empty if delta_bias is None else delta_bias.contiguous()
+        y, states, last = ext.fwd(u, delta, A, Bt, Ct, D, delta_bias, softplus, _CPP_CHUNK)
+        ctx.softplus = softplus
+        ctx.save_for_backward(u, delta, A, Bt, Ct, D, delta_bias, states)
         return y, last
 
     @staticmethod
     def backward(ctx, gy, glast):
-        u, delta, A, Bt, Ct, states = ctx.saved_tensors
+        u, delta, A, Bt, Ct, D, delta_bias, states = ctx.saved_tensors
         ext = build_cpu_extension()
         gy = torch.zeros_like(u) if gy is None else gy.contiguous()
-        glast = torch.empty(0, dtype=u.dtype) if glast is None else glast.contiguous()
-        gu, gdelta, gA, gBt, gCt = ext.bwd(u, delta, A, Bt, Ct, states, gy, glast, _CPP_CHUNK)
-        return gu, gdelta, gA, gBt.transpose(1, 2), gCt.transpose(1, 2)
+        glast = u.new_empty(0) if glast is None else glast.contiguous()
+        gu, gdelta, gA, gBt, gCt, gD, gbias = ext.bwd(
+            u, delta, A, Bt, Ct, D, delta_bias, ctx.softplus, states, gy, glast, _CPP_CHUNK)
+        return (gu, gdelta, gA, gBt.transpose(1, 2), gCt.transpose(1, 2),
+                gD if D.numel() else None, gbias if delta_bias.numel() else None, None)
 
 
-def _scan_cpp(u, delta, A, B, C):
-    return _CppScan.apply(u, delta, A, B, C)
-
-
-_CORES = {'cpp': _scan_cpp, 'chunked': _scan_chunked, 'reference': _scan_reference}
+_CORES = {'chunked': _scan_chunked, 'reference': _scan_reference}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,14 +322,19 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                          delta_softplus=delta_softplus, return_last_state=return_last_state)
     dtype_in = u.dtype
     compute = torch.float64 if dtype_in == torch.float64 else torch.float32
-    u_c, delta_c = u.to(compute), delta.to(compute)
-    if delta_bias is not None:
-        delta_c = delta_c + delta_bias.to(compute).unsqueeze(-1)
-    if delta_softplus:
-        delta_c = F.softplus(delta_c)
-    y, last = _CORES[name](u_c, delta_c, A.to(compute), B.to(compute), C.to(compute))
-    if D is not None:
-        y = y + u_c * D.to(compute).unsqueeze(-1)
+    cast = lambda t: None if t is None else t.to(compute)  # noqa: E731
+    u_c, delta_c = cast(u), cast(delta)
+    if name == 'cpp':
+        y, last = _CppScan.apply(u_c, delta_c, cast(A), cast(B), cast(C), cast(D),
+                                 cast(delta_bias), bool(delta_softplus))
+    else:
+        if delta_bias is not None:
+            delta_c = delta_c + cast(delta_bias).unsqueeze(-1)
+        if delta_softplus:
+            delta_c = F.softplus(delta_c)
+        y, last = _CORES[name](u_c, delta_c, cast(A), cast(B), cast(C))
+        if D is not None:
+            y = y + u_c * cast(D).unsqueeze(-1)
     if z is not None:
         y = y * F.silu(z.to(compute))
     y = y.to(dtype_in)

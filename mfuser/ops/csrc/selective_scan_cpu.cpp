@@ -3,10 +3,12 @@
 //   h[t] = exp(delta[t] * A) * h[t-1] + delta[t] * B[t] * u[t]      (h[-1] = 0)
 //   y[t] = sum_n C[t, n] * h[t, n]
 //
+// plus, fused, delta = softplus(delta_raw + delta_bias) (optional) and y += Dskip * u.
 // Inputs (contiguous, same floating dtype):
-//   u, delta : (batch, dim, L)       delta already has bias/softplus applied
+//   u, delta : (batch, dim, L)       delta before bias/softplus
 //   A        : (dim, N)
 //   Bt, Ct   : (batch, L, N)         B and C transposed so the state axis is contiguous
+//   Dskip, delta_bias : (dim) or empty
 // The work is split over channels (at::parallel_for); every channel loops over the batch, so
 // the per-channel gradients (delta, u, A) have a single writer. dB and dC are summed over
 // channels into one buffer per thread and reduced at the end.
@@ -237,13 +239,42 @@ void check_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
   }
 }
 
+// delta row of one (batch, channel): dt = softplus(raw + bias) (or raw + bias), and the
+// softplus derivative sigmoid(raw + bias) when `sig` is given. Same threshold as torch (20).
+template <typename T>
+void delta_row(const T* raw, T bias, bool softplus, T* dt, T* sig, int64_t L) {
+  for (int64_t t = 0; t < L; ++t) {
+    const T x = raw[t] + bias;
+    if (!softplus) {
+      dt[t] = x;
+      if (sig) sig[t] = T(1);
+    } else {
+      dt[t] = x > T(20) ? x : std::log1p(std::exp(x));
+      if (sig) sig[t] = T(1) / (T(1) + std::exp(-x));
+    }
+  }
+}
+
+// Optional per-channel tensors (D skip, delta bias): empty tensor = absent.
+bool present(const at::Tensor& t, int64_t dim, const at::Tensor& like, const char* name) {
+  if (!t.defined() || t.numel() == 0) return false;
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == dim && t.is_contiguous() &&
+                  t.scalar_type() == like.scalar_type(),
+              name, " must be a contiguous (dim,) tensor of the inputs' dtype");
+  return true;
+}
+
+// Forward: y = scan(u, dt) + Dskip * u with dt = [softplus](delta + bias).
 std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
                                  const at::Tensor& A, const at::Tensor& Bt,
-                                 const at::Tensor& Ct, int64_t chunk) {
+                                 const at::Tensor& Ct, const at::Tensor& Dskip,
+                                 const at::Tensor& bias, bool softplus, int64_t chunk) {
   check_inputs(u, delta, A, Bt, Ct);
   TORCH_CHECK(chunk > 0, "chunk must be positive");
   const int64_t batch = u.size(0), dim = u.size(1), L = u.size(2), N = A.size(1);
   const int64_t n_chunks = (L + chunk - 1) / chunk;
+  const bool has_D = present(Dskip, dim, u, "D");
+  const bool has_bias = present(bias, dim, u, "delta_bias");
   auto y = at::empty_like(u);
   auto states = at::empty({batch, dim, n_chunks + 1, N}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_fwd", [&] {
@@ -252,18 +283,26 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
     const scalar_t* pA = A.data_ptr<scalar_t>();
     const scalar_t* pB = Bt.data_ptr<scalar_t>();
     const scalar_t* pC = Ct.data_ptr<scalar_t>();
+    const scalar_t* pD = has_D ? Dskip.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pbias = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     scalar_t* py = y.data_ptr<scalar_t>();
     scalar_t* ps = states.data_ptr<scalar_t>();
     const auto kernel = pick_kernels<scalar_t>(N).first;
     at::parallel_for(0, dim, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> h(N);
+      std::vector<scalar_t> h(N), dt(L);
       for (int64_t d = begin; d < end; ++d) {
+        const scalar_t bd = has_bias ? pbias[d] : scalar_t(0);
         for (int64_t b = 0; b < batch; ++b) {
           const int64_t off = (b * dim + d) * L;
-          kernel(pu + off, pd + off, pA + d * N, pB + b * L * N,
-                                pC + b * L * N, py + off,
-                                ps + (b * dim + d) * (n_chunks + 1) * N, h.data(), L, N,
-                                chunk);
+          delta_row<scalar_t>(pd + off, bd, softplus, dt.data(), nullptr, L);
+          kernel(pu + off, dt.data(), pA + d * N, pB + b * L * N, pC + b * L * N, py + off,
+                 ps + (b * dim + d) * (n_chunks + 1) * N, h.data(), L, N, chunk);
+          if (has_D) {
+            const scalar_t Dd = pD[d];
+            scalar_t* yr = py + off;
+            const scalar_t* ur = pu + off;
+            for (int64_t t = 0; t < L; ++t) yr[t] += Dd * ur[t];
+          }
         }
       }
     });
@@ -272,22 +311,30 @@ std::vector<at::Tensor> scan_fwd(const at::Tensor& u, const at::Tensor& delta,
   return {y, states, last};
 }
 
+// Backward -> (du, d delta (raw), dA, dBt, dCt, dD, d bias); dD / d bias are empty when
+// the forward had none.
 std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
                                  const at::Tensor& A, const at::Tensor& Bt,
-                                 const at::Tensor& Ct, const at::Tensor& states,
-                                 const at::Tensor& gy, const at::Tensor& glast, int64_t chunk) {
+                                 const at::Tensor& Ct, const at::Tensor& Dskip,
+                                 const at::Tensor& bias, bool softplus,
+                                 const at::Tensor& states, const at::Tensor& gy,
+                                 const at::Tensor& glast, int64_t chunk) {
   check_inputs(u, delta, A, Bt, Ct);
   TORCH_CHECK(gy.sizes() == u.sizes() && gy.is_contiguous(), "gy must be contiguous like u");
   const int64_t batch = u.size(0), dim = u.size(1), L = u.size(2), N = A.size(1);
   const int64_t n_chunks = (L + chunk - 1) / chunk;
   TORCH_CHECK(states.is_contiguous() && states.size(2) == n_chunks + 1, "bad states tensor");
+  const bool has_D = present(Dskip, dim, u, "D");
+  const bool has_bias = present(bias, dim, u, "delta_bias");
   const bool has_glast = glast.defined() && glast.numel() > 0;
   if (has_glast) {
     TORCH_CHECK(glast.is_contiguous() && glast.numel() == batch * dim * N, "bad glast");
   }
   auto gu = at::empty_like(u);
-  auto gdt = at::empty_like(delta);
+  auto gdelta = at::empty_like(delta);
   auto gA64 = at::zeros({dim, N}, u.options().dtype(at::kDouble));
+  auto gD64 = at::zeros({dim}, u.options().dtype(at::kDouble));
+  auto gbias64 = at::zeros({dim}, u.options().dtype(at::kDouble));
   const int64_t n_threads = at::get_num_threads();
   auto gB_parts = at::zeros({n_threads, batch, L, N}, u.options());
   auto gC_parts = at::zeros({n_threads, batch, L, N}, u.options());
@@ -297,12 +344,16 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
     const scalar_t* pA = A.data_ptr<scalar_t>();
     const scalar_t* pB = Bt.data_ptr<scalar_t>();
     const scalar_t* pC = Ct.data_ptr<scalar_t>();
+    const scalar_t* pD = has_D ? Dskip.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* pbias = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const scalar_t* ps = states.data_ptr<scalar_t>();
     const scalar_t* pgy = gy.data_ptr<scalar_t>();
     const scalar_t* pgl = has_glast ? glast.data_ptr<scalar_t>() : nullptr;
     scalar_t* pgu = gu.data_ptr<scalar_t>();
-    scalar_t* pgd = gdt.data_ptr<scalar_t>();
+    scalar_t* pgd = gdelta.data_ptr<scalar_t>();
     double* pgA = gA64.data_ptr<double>();
+    double* pgD = gD64.data_ptr<double>();
+    double* pgbias = gbias64.data_ptr<double>();
     scalar_t* pgB = gB_parts.data_ptr<scalar_t>();
     scalar_t* pgC = gC_parts.data_ptr<scalar_t>();
     const auto kernel = pick_kernels<scalar_t>(N).second;
@@ -310,26 +361,48 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
       const int64_t tid = at::get_thread_num();
       TORCH_CHECK(tid < n_threads, "unexpected thread id");
       std::vector<scalar_t> gh(N), hbuf((chunk + 1) * N), abuf(chunk * N), gA_chunk(N);
+      std::vector<scalar_t> dt(L), sig(L);
       scalar_t* gB_mine = pgB + tid * batch * L * N;
       scalar_t* gC_mine = pgC + tid * batch * L * N;
       for (int64_t d = begin; d < end; ++d) {
+        const scalar_t bd = has_bias ? pbias[d] : scalar_t(0);
+        const scalar_t Dd = has_D ? pD[d] : scalar_t(0);
+        double gD_acc = 0.0, gbias_acc = 0.0;
         for (int64_t b = 0; b < batch; ++b) {
           const int64_t off = (b * dim + d) * L;
           const int64_t soff = (b * dim + d) * N;
+          delta_row<scalar_t>(pd + off, bd, softplus, dt.data(), sig.data(), L);
           for (int64_t n = 0; n < N; ++n) gh[n] = has_glast ? pgl[soff + n] : scalar_t(0);
-          kernel(pu + off, pd + off, pA + d * N, pB + b * L * N,
-                                pC + b * L * N, pgy + off,
-                                ps + (b * dim + d) * (n_chunks + 1) * N, gh.data(),
-                                hbuf.data(), abuf.data(), gA_chunk.data(), pgA + d * N,
-                                pgu + off, pgd + off, gB_mine + b * L * N,
-                                gC_mine + b * L * N, L, N, chunk);
+          kernel(pu + off, dt.data(), pA + d * N, pB + b * L * N, pC + b * L * N, pgy + off,
+                 ps + (b * dim + d) * (n_chunks + 1) * N, gh.data(), hbuf.data(),
+                 abuf.data(), gA_chunk.data(), pgA + d * N, pgu + off, pgd + off,
+                 gB_mine + b * L * N, gC_mine + b * L * N, L, N, chunk);
+          // kernel wrote dL/d dt into pgd: chain through the softplus, add the skip term
+          const scalar_t* ur = pu + off;
+          const scalar_t* gyr = pgy + off;
+          scalar_t* gur = pgu + off;
+          scalar_t* gdr = pgd + off;
+          scalar_t gD_row = 0, gbias_row = 0;
+          for (int64_t t = 0; t < L; ++t) {
+            const scalar_t g_raw = gdr[t] * sig[t];
+            gdr[t] = g_raw;
+            gbias_row += g_raw;
+            gur[t] += Dd * gyr[t];
+            gD_row += gyr[t] * ur[t];
+          }
+          gD_acc += static_cast<double>(gD_row);
+          gbias_acc += static_cast<double>(gbias_row);
         }
+        pgD[d] = gD_acc;
+        pgbias[d] = gbias_acc;
       }
     });
   });
   auto gB = n_threads == 1 ? gB_parts[0] : gB_parts.sum(0);
   auto gC = n_threads == 1 ? gC_parts[0] : gC_parts.sum(0);
-  return {gu, gdt, gA64.to(u.scalar_type()), gB, gC};
+  auto gD = has_D ? gD64.to(u.scalar_type()) : at::Tensor();
+  auto gbias = has_bias ? gbias64.to(u.scalar_type()) : at::Tensor();
+  return {gu, gdelta, gA64.to(u.scalar_type()), gB, gC, gD, gbias};
 }
 
 }  // namespace
@@ -337,5 +410,5 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& u, const at::Tensor& delta,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "MFuser selective scan: CPU forward/backward kernels";
   m.def("fwd", &scan_fwd, "selective scan forward -> (y, chunk states, last state)");
-  m.def("bwd", &scan_bwd, "selective scan backward -> (du, ddelta, dA, dBt, dCt)");
+  m.def("bwd", &scan_bwd, "selective scan backward -> (du, ddelta, dA, dBt, dCt, dD, dbias)");
 }
