@@ -1,1 +1,15 @@
-"""(filled in by the owning module)."""
+"""Data sets (GTAV, Cityscapes, BDD100K, Mapillary, SYNTHIA), the multi-domain and rare-class
+sampling wrappers, label tables, converters and the synthetic data generator."""
+from .bdd100k import BDD100KDGDataset
+from .cityscapes import CityscapesDGDataset
+from .gtav import GTAVDataset
+from .label_maps import CITYSCAPES_CLASSES, CITYSCAPES_METAINFO, SYNTHIA_CLASSES_16
+from .mapillary import MapillaryDataset
+from .multi_domain import MultiDomainDataset
+from .rare_class_sampling import RareClassSampledDataset, rcs_class_probabilities
+from .synthia import SYNTHIADataset
+
+__all__ = ['GTAVDataset', 'CityscapesDGDataset', 'BDD100KDGDataset', 'MapillaryDataset',
+           'SYNTHIADataset', 'MultiDomainDataset', 'RareClassSampledDataset',
+           'rcs_class_probabilities', 'CITYSCAPES_CLASSES', 'CITYSCAPES_METAINFO',
+           'SYNTHIA_CLASSES_16']

@@ -1,0 +1,70 @@
+# Synthetic G -> C/B/M demo data (CPU-sized). Make it first:
+#   python tools/make_synthetic_data.py --out data/synthetic --convert
+# Source: the game-like 'gta' domain (GTAV format), 256x128 images, random resize of 448x224 by
+# [0.5, 2.0], 224 crops, rare-class sampling with min_pixels scaled to the small images.
+# Targets (one run, per-domain + mean mIoU): the grey 'cityscapes', night 'bdd100k' and bright
+# 'mapillary' domains, each in its real data set's format and converted like the real one.
+# Padding to the crop and normalisation: the model's data preprocessor (size=synthetic_crop_size).
+custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
+synthetic_root = 'data/synthetic/'
+synthetic_crop_size = (224, 224)
+synthetic_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomResize', scale=(448, 224), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=synthetic_crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+synthetic_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(448, 224), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type='RareClassSampledDataset',
+        min_pixels=50,
+        temperature=0.01,
+        min_crop_ratio=0.5,
+        dataset=dict(
+            type='GTAVDataset',
+            data_root=synthetic_root + 'gta',
+            data_prefix=dict(img_path='images', seg_map_path='labels'),
+            pipeline=synthetic_train_pipeline)))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=1,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='MultiDomainDataset',
+        domains=['cityscapes', 'bdd100k', 'mapillary'],
+        datasets=[
+            dict(
+                type='CityscapesDGDataset',
+                data_root=synthetic_root + 'cityscapes',
+                data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
+                pipeline=synthetic_test_pipeline),
+            dict(
+                type='BDD100KDGDataset',
+                data_root=synthetic_root + 'bdd100k',
+                data_prefix=dict(img_path='images/10k/val',
+                                 seg_map_path='labels/sem_seg/masks/val'),
+                pipeline=synthetic_test_pipeline),
+            dict(
+                type='MapillaryDataset',
+                data_root=synthetic_root + 'mapillary',
+                data_prefix=dict(img_path='validation/images',
+                                 seg_map_path='cityscapes_trainIdLabel/val/label'),
+                pipeline=synthetic_test_pipeline),
+        ]))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='DGIoUMetric')
+test_evaluator = val_evaluator

@@ -1,0 +1,78 @@
+"""Common base of the 19-class street-scene data sets: shared metainfo, default layouts and a
+clear error when the data (or its converted labels) is missing."""
+from __future__ import annotations
+
+import os.path as osp
+
+from mmseg.datasets import BaseSegDataset
+
+from .label_maps import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+
+class StreetSceneDataset(BaseSegDataset):
+    """A :class:`~mmseg.datasets.BaseSegDataset` with the Cityscapes classes and palette.
+
+    Subclasses set the on-disk layout of the public release:
+
+    * ``DEFAULT_PREFIX``: ``data_prefix`` used when none is given, with ``{split}`` replaced by
+      the ``split`` argument (after ``SPLIT_NAMES`` mapping, e.g. ``val`` -> ``validation``);
+    * ``DOMAIN``: the default domain name (``domain`` argument), stored as ``domain`` in every
+      data info (add ``'domain'`` to ``PackSegInputs.meta_keys`` to carry it further; the
+      multi-domain evaluation uses :class:`MultiDomainDataset` instead);
+    * ``CONVERTER``: the command that makes the train-ID labels, named in the error raised when
+      the image folder is missing/empty or label files are missing.
+
+    Args:
+        split: which split's default layout to use (ignored when ``data_prefix`` is given).
+        domain: domain name for evaluation/logging (default: ``DOMAIN``).
+        data_prefix: overrides the default layout (relative to ``data_root``).
+        **kwargs: everything :class:`BaseSegDataset` takes (``data_root``, ``pipeline``,
+            ``img_suffix``, ``seg_map_suffix``, ``ann_file``, ``indices``, ...).
+    """
+    METAINFO = dict(classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE)
+    DOMAIN = ''
+    NAME = ''
+    DEFAULT_ROOT = ''
+    DEFAULT_PREFIX: dict = dict(img_path='', seg_map_path='')
+    SPLIT_NAMES: dict = {}
+    CONVERTER: str | None = None
+
+    def __init__(self, split: str = 'val', domain: str | None = None,
+                 data_prefix: dict | None = None, **kwargs) -> None:
+        self.split = split
+        self.domain = domain or self.DOMAIN
+        if data_prefix is None:
+            s = self.SPLIT_NAMES.get(split, split)
+            data_prefix = {k: v.format(split=s) for k, v in self.DEFAULT_PREFIX.items()}
+        super().__init__(data_prefix=data_prefix, **kwargs)
+
+    def _hint(self) -> str:
+        root = self.data_root or self.DEFAULT_ROOT
+        msg = (f' Put the {self.NAME} data set (or a symlink to it) at {root!r} with the layout '
+               'described in data/README.md')
+        if self.CONVERTER:
+            msg += f', then run `{self.CONVERTER} {root}` to create the train-ID labels'
+        return msg + '.'
+
+    def load_data_list(self) -> list[dict]:
+        remote = self.backend_args is not None
+        img_dir = self.data_prefix.get('img_path', '')
+        if not remote and not self.ann_file and not osp.isdir(img_dir):
+            raise FileNotFoundError(
+                f'{self.NAME} image folder {img_dir!r} does not exist.' + self._hint())
+        data_list = super().load_data_list()
+        if not data_list:
+            raise FileNotFoundError(
+                f'{self.NAME}: no images matching *{self.img_suffix} under {img_dir!r}.'
+                + self._hint())
+        if not remote:
+            missing = [d['seg_map_path'] for d in data_list
+                       if 'seg_map_path' in d and not osp.isfile(d['seg_map_path'])]
+            if missing:
+                raise FileNotFoundError(
+                    f'{self.NAME}: {len(missing)} of {len(data_list)} label files are missing, '
+                    f'e.g. {missing[0]!r} (expected suffix {self.seg_map_suffix!r}).'
+                    + self._hint())
+        for d in data_list:
+            d['domain'] = self.domain
+        return data_list

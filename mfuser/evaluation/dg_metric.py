@@ -1,0 +1,183 @@
+"""Multi-domain mIoU: per-domain and averaged scores of one test run over several targets."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import os.path as osp
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from mmengine.logging import MMLogger, print_log
+from mmseg.evaluation import IoUMetric
+from mmseg.registry import METRICS
+from prettytable import PrettyTable
+
+
+def _r(x) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else round(x, 2)
+
+
+@METRICS.register_module()
+class DGIoUMetric(IoUMetric):
+    """mIoU per target domain and averaged over domains (the G -> C/B/M table of DGSS papers).
+
+    Per sample it stores mmseg's ``IoUMetric.intersect_and_union`` areas with the sample's
+    domain; per domain it sums them and calls ``IoUMetric.total_area_to_metrics``. The domain
+    of a sample is, in this order:
+
+    1. ``domain`` in its metainfo, set by :class:`~mfuser.datasets.MultiDomainDataset` (the
+       recommended way: wrap the target sets in it);
+    2. the first ``domain_prefixes`` entry ``{name: path_part}`` whose ``path_part`` occurs in
+       the sample's ``img_path`` (for a plain ``ConcatDataset``);
+    3. ``'all'``.
+
+    Logs one table (per-class IoU per domain, each domain's mIoU/mAcc/aAcc and the mean over
+    domains) and writes it as JSON to ``output_file`` if given, else to ``dg_results.json`` next
+    to the runner's log file (``<work_dir>/<timestamp>/``); evaluations during training
+    overwrite it.
+
+    Returns (values in %, rounded to 2 decimals like mmseg): ``<domain>/mIoU``,
+    ``<domain>/mAcc``, ``<domain>/aAcc`` for every domain, ``mean/mIoU`` (the average of the
+    domains' mIoU), ``mean/mAcc``, ``mean/aAcc`` and ``mIoU`` (= ``mean/mIoU``, so configs using
+    mmseg's usual ``save_best='mIoU'`` keep working).
+
+    Args:
+        domains: table order of the domains (default: ``dataset_meta['domains']`` from
+            :class:`MultiDomainDataset`, then order of appearance).
+        domain_prefixes: ``{domain: substring of img_path}`` fallback (see above).
+        eval_classes: class names the mIoU/mAcc averages use (e.g. the 16 SYNTHIA classes);
+            default all. The table always lists every class.
+        output_file: JSON path (see above).
+        ignore_index, nan_to_num, collect_device, prefix: as for mmseg's ``IoUMetric``.
+    """
+
+    def __init__(self, domains: Sequence[str] | None = None,
+                 domain_prefixes: dict | None = None,
+                 eval_classes: Sequence[str] | None = None,
+                 output_file: str | None = None, **kwargs) -> None:
+        kwargs.setdefault('iou_metrics', ['mIoU'])
+        if kwargs.get('format_only') or kwargs.get('output_dir'):
+            raise ValueError('DGIoUMetric does not write predictions; use mmseg IoUMetric '
+                             '(format_only/output_dir) for that')
+        super().__init__(**kwargs)
+        if list(self.metrics) != ['mIoU']:
+            raise ValueError(f"DGIoUMetric computes mIoU only, got iou_metrics={self.metrics}")
+        self.domains = list(domains) if domains else None
+        self.domain_prefixes = dict(domain_prefixes or {})
+        self.eval_classes = list(eval_classes) if eval_classes else None
+        self.output_file = output_file
+
+    def domain_of(self, data_sample: dict) -> str:
+        dom = data_sample.get('domain')
+        if dom:
+            return str(dom)
+        path = osp.normpath(str(data_sample.get('img_path', '')))
+        for name, part in self.domain_prefixes.items():
+            if osp.normpath(part) in path:
+                return name
+        return 'all'
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        num_classes = len(self.dataset_meta['classes'])
+        for data_sample in data_samples:
+            pred_label = data_sample['pred_sem_seg']['data'].squeeze()
+            label = data_sample['gt_sem_seg']['data'].squeeze().to(pred_label)
+            areas = self.intersect_and_union(pred_label, label, num_classes, self.ignore_index)
+            self.results.append((self.domain_of(data_sample), *areas))
+
+    def _domain_order(self, results: list) -> list[str]:
+        order = list(self.domains or (self.dataset_meta or {}).get('domains') or [])
+        for r in results:
+            if r[0] not in order:
+                order.append(r[0])
+        return [d for d in order if any(r[0] == d for r in results)]
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        logger: MMLogger = MMLogger.get_current_instance()
+        class_names = list(self.dataset_meta['classes'])
+        if self.eval_classes:
+            unknown = set(self.eval_classes) - set(class_names)
+            if unknown:
+                raise ValueError(f'eval_classes {sorted(unknown)} not in {class_names}')
+            sel = np.array([class_names.index(c) for c in self.eval_classes])
+        else:
+            sel = np.arange(len(class_names))
+
+        per_domain = OrderedDict()
+        for dom in self._domain_order(results):
+            rows = [r[1:] for r in results if r[0] == dom]
+            totals = [torch.stack([torch.as_tensor(r[i]) for r in rows]).sum(0) for i in range(4)]
+            ret = self.total_area_to_metrics(*totals, self.metrics, self.nan_to_num, self.beta)
+            iou, acc = np.asarray(ret['IoU'], np.float64), np.asarray(ret['Acc'], np.float64)
+            per_domain[dom] = dict(
+                num_samples=len(rows),
+                mIoU=np.nanmean(iou[sel]) * 100, mAcc=np.nanmean(acc[sel]) * 100,
+                aAcc=float(ret['aAcc']) * 100, IoU=iou * 100, Acc=acc * 100)
+
+        metrics: dict[str, float] = {}
+        for dom, m in per_domain.items():
+            for k in ('mIoU', 'mAcc', 'aAcc'):
+                metrics[f'{dom}/{k}'] = _r(m[k])
+        with np.errstate(all='ignore'):
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', RuntimeWarning)
+                mean = {k: float(np.nanmean([m[k] for m in per_domain.values()]))
+                        for k in ('mIoU', 'mAcc', 'aAcc')}
+                mean_iou = np.nanmean(np.stack([m['IoU'] for m in per_domain.values()]), 0)
+        for k, v in mean.items():
+            metrics[f'mean/{k}'] = _r(v)
+        metrics['mIoU'] = metrics['mean/mIoU']
+
+        # one table: classes x domains, then the summary rows
+        table = PrettyTable()
+        table.field_names = ['Class'] + list(per_domain) + ['mean']
+        for j, name in enumerate(class_names):
+            mark = '' if j in sel else ' (not in mIoU)'
+            table.add_row([name + mark] + [_fmt(m['IoU'][j]) for m in per_domain.values()]
+                          + [_fmt(mean_iou[j])])
+        table.add_row(['-' * 8] * (len(per_domain) + 2))
+        for k in ('mIoU', 'mAcc', 'aAcc'):
+            table.add_row([k] + [_fmt(m[k]) for m in per_domain.values()] + [_fmt(mean[k])])
+        table.add_row(['#images'] + [m['num_samples'] for m in per_domain.values()]
+                      + [sum(m['num_samples'] for m in per_domain.values())])
+        for col in table.field_names[1:]:
+            table.align[col] = 'r'
+        self.last_table = table.get_string()
+        print_log('multi-domain results (IoU per class, %):\n' + self.last_table, logger)
+
+        report = dict(
+            classes=class_names,
+            eval_classes=[class_names[j] for j in sel],
+            domains={dom: dict(num_samples=m['num_samples'], mIoU=_r(m['mIoU']),
+                               mAcc=_r(m['mAcc']), aAcc=_r(m['aAcc']),
+                               IoU=dict(zip(class_names, map(_r, m['IoU']))),
+                               Acc=dict(zip(class_names, map(_r, m['Acc']))))
+                     for dom, m in per_domain.items()},
+            mean=dict(mIoU=_r(mean['mIoU']), mAcc=_r(mean['mAcc']), aAcc=_r(mean['aAcc']),
+                      IoU=dict(zip(class_names, map(_r, mean_iou)))),
+            metrics=metrics)
+        path = self.output_file or _log_dir_file(logger, 'dg_results.json')
+        if path:
+            os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+            with open(path, 'w') as f:
+                json.dump(report, f, indent=2)
+            print_log(f'multi-domain results written to {path}', logger)
+        self.last_report = report
+        return metrics
+
+
+def _fmt(x) -> str:
+    return 'nan' if x is None or np.isnan(float(x)) else f'{float(x):.2f}'
+
+
+def _log_dir_file(logger: logging.Logger, name: str) -> str | None:
+    """``name`` in the folder of the logger's log file (mmengine: <work_dir>/<timestamp>/)."""
+    for h in getattr(logger, 'handlers', []):
+        if isinstance(h, logging.FileHandler):
+            return osp.join(osp.dirname(h.baseFilename), name)
+    return None
