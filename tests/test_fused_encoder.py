@@ -240,16 +240,23 @@ def test_neck_keys_match_released_checkpoint_names():
 
 
 def test_mvfuser_adapter_when_available():
-    """The default adapter (helper A's MVFuser) plugs in when it is registered."""
+    """The default adapter (helper A's MVFuser) plugs in; with scale 0 it is a no-op."""
     from mmseg.registry import MODELS
     if MODELS.get('MVFuser') is None:
         pytest.skip('MVFuser not registered yet')
-    enc = FusedEncoder(vfm=tiny('vit_small_patch14_dinov2'),
-                       vlm=tiny('eva02_large_patch14_clip_336'),
-                       adapter=dict(type='MVFuser', d_state=4), out_indices=(0, 1, 1, 1),
-                       img_size=28)
-    feats, g, d = enc(torch.randn(1, 3, 28, 28))
-    assert feats[0].shape == (1, 128, 8, 8)
+    kw = dict(vfm=tiny('vit_small_patch14_dinov2'), vlm=tiny('eva02_large_patch14_clip_336'),
+              out_indices=(0, 1, 1, 1), img_size=28)
+    enc = FusedEncoder(adapter=dict(type='MVFuser', d_state=4), **kw).eval()
+    plain = FusedEncoder(adapter=None, **kw).eval()
+    plain.load_state_dict(enc.state_dict(), strict=False)
+    x = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        feats, g, d = enc(x)
+        assert feats[0].shape == (1, 128, 8, 8)
+        for a in enc.adapter:
+            a.scale.zero_()
+        for ours, ref in zip(enc(x)[0] + [enc(x)[1]], plain(x)[0] + [plain(x)[1]]):
+            torch.testing.assert_close(ours, ref)
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 import pytest
 import torch
 from mmengine.structures import PixelData
-
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
@@ -139,6 +138,8 @@ def test_portable_deform_attn_matches_pytorch_reference():
     ours = PortableMSDeformAttn(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
                                 batch_first=True)
     ours.load_state_dict(ref.state_dict())
+    ref.eval()
+    ours.eval()  # both carry dropout 0.1
     shapes = torch.tensor([[4, 4], [2, 2]])
     start = torch.tensor([0, 16])
     value = torch.randn(2, 20, 16)

@@ -59,9 +59,10 @@ def main(argv=None):
         images = images[:args.limit]
     if not images:
         sys.exit('error: no images found in ' + ', '.join(args.inputs))
-    import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
     from mmseg.apis import inference_model, init_model
     from mmseg.datasets import CityscapesDataset
+
+    import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
 
     model = init_model(args.config, args.checkpoint, device=args.device)
     palette = (model.dataset_meta or {}).get('palette') or CityscapesDataset.METAINFO[

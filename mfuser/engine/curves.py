@@ -6,7 +6,6 @@ import os.path as osp
 from collections import defaultdict
 
 from mmengine.hooks import Hook
-
 from mmseg.registry import HOOKS
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 
 import torch
-from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention,
-                                              MultiScaleDeformableAttnFunction,
-                                              multi_scale_deformable_attn_pytorch)
-
+from mmcv.ops.multi_scale_deform_attn import (
+    MultiScaleDeformableAttention,
+    MultiScaleDeformableAttnFunction,
+    multi_scale_deformable_attn_pytorch,
+)
 from mmseg.registry import MODELS
 
 

@@ -23,7 +23,6 @@ from mmdet.models.layers import Mask2FormerTransformerDecoder, SinePositionalEnc
 from mmengine.config import ConfigDict
 from mmengine.model import BaseModule, ModuleList, caffe2_xavier_init
 from mmseg.models.decode_heads.mask2former_head import Mask2FormerHead
-
 from mmseg.registry import MODELS
 
 from .text_pixel_decoder import TextMSDeformAttnPixelDecoder  # noqa: F401 (registers)

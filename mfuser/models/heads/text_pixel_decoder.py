@@ -16,12 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
-from mmdet.models.layers import (DeformableDetrTransformerEncoderLayer,
-                                 Mask2FormerTransformerEncoder)
+from mmdet.models.layers import DeformableDetrTransformerEncoderLayer, Mask2FormerTransformerEncoder
 from mmdet.models.layers.msdeformattn_pixel_decoder import MSDeformAttnPixelDecoder
 from mmengine.config import ConfigDict
 from mmengine.model import ModuleList
-
 from mmseg.registry import MODELS
 
 from .deform_attn import PortableMSDeformAttn

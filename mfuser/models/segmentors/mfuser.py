@@ -25,9 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
-from mmseg.utils import add_prefix
-
 from mmseg.registry import MODELS
+from mmseg.utils import add_prefix
 
 
 @MODELS.register_module()
@@ -54,8 +53,7 @@ class MFuser(EncoderDecoder):
                  decode_head: dict,
                  n_ctx: int = 8,
                  tau: float = 0.07,
-                 loss_vl: dict | None = dict(type='CrossEntropyLoss', loss_weight=1.0,
-                                             avg_non_ignore=True),
+                 loss_vl: dict | None = None,
                  gamma_init: str | float = 'reference',
                  neck: dict | None = None,
                  auxiliary_head: dict | None = None,
@@ -64,6 +62,8 @@ class MFuser(EncoderDecoder):
                  data_preprocessor: dict | None = None,
                  pretrained: str | None = None,
                  init_cfg=None):
+        if loss_vl is None:
+            loss_vl = dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=True)
         super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                          auxiliary_head=auxiliary_head, train_cfg=train_cfg,
                          test_cfg=test_cfg, data_preprocessor=data_preprocessor,
