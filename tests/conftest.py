@@ -6,6 +6,12 @@ import torch
 
 os.environ.setdefault('OMP_NUM_THREADS', '2')
 
+# Build configs in mmseg's scope (as tools/train.py does), so that 'SegDataPreProcessor',
+# 'CrossEntropyLoss', 'mmdet.DiceLoss' ... resolve.
+from mmseg.utils import register_all_modules  # noqa: E402
+
+register_all_modules(init_default_scope=True)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

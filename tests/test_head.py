@@ -4,37 +4,9 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from tiny_models import tiny_head_cfg
 
 import mfuser  # noqa: F401
-
-
-def tiny_head_cfg(num_classes=5, text_dim=32, in_ch=16, feat=32, **kw):
-    cfg = dict(
-        type='TextQueriedMask2FormerHead', in_channels=[in_ch] * 4, strides=[4, 8, 16, 32],
-        feat_channels=feat, out_channels=feat, num_classes=num_classes, text_dim=text_dim,
-        pixel_decoder=dict(
-            num_outs=3, norm_cfg=dict(type='GN', num_groups=8), act_cfg=dict(type='ReLU'),
-            encoder=dict(num_layers=1, layer_cfg=dict(
-                self_attn_cfg=dict(embed_dims=feat, num_heads=4, num_levels=3, num_points=2,
-                                   im2col_step=64, dropout=0.0, batch_first=True),
-                text_cross_attn_cfg=dict(embed_dims=feat, num_heads=4, batch_first=True),
-                ffn_cfg=dict(embed_dims=feat, feedforward_channels=64, num_fcs=2,
-                             ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True)))),
-            positional_encoding=dict(num_feats=feat // 2, normalize=True)),
-        positional_encoding=dict(num_feats=feat // 2, normalize=True),
-        transformer_decoder=dict(
-            return_intermediate=True, num_layers=3,
-            layer_cfg=dict(
-                self_attn_cfg=dict(embed_dims=feat, num_heads=4, dropout=0.0,
-                                   batch_first=True),
-                cross_attn_cfg=dict(embed_dims=feat, num_heads=4, dropout=0.0,
-                                    batch_first=True),
-                ffn_cfg=dict(embed_dims=feat, feedforward_channels=64, num_fcs=2,
-                             ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True))),
-            init_cfg=None),
-        train_cfg=dict(num_points=256, oversample_ratio=3.0, importance_sample_ratio=0.75))
-    cfg.update(kw)
-    return cfg
 
 
 def feats_for(batch, grid=(8, 8), ch=16):

@@ -160,8 +160,8 @@ class MFuser(EncoderDecoder):
     def slide_inference(self, inputs: torch.Tensor, batch_img_metas: list[dict],
                         text: torch.Tensor | None = None) -> torch.Tensor:
         """Average of overlapping ``test_cfg.crop_size`` windows every ``test_cfg.stride``."""
-        h_stride, w_stride = self.test_cfg.stride
-        h_crop, w_crop = self.test_cfg.crop_size
+        h_stride, w_stride = self.test_cfg['stride']
+        h_crop, w_crop = self.test_cfg['crop_size']
         batch, _, h_img, w_img = inputs.shape
         if text is None:
             text = self.text_embeddings()
