@@ -1,0 +1,89 @@
+# MFuser with DINOv2-L/14 (VFM) x EVA02-CLIP-L/14-336 (VLM), spec sections 2-5.
+# Pretrained weights are local files named in the top-level config (nothing is downloaded):
+#   model.backbone.vfm.checkpoint, model.backbone.vlm.checkpoint, model.text_encoder.checkpoint
+# Swap the VLM by editing vlm.name + text_encoder.model_name (+ embed_dim-dependent widths:
+# decode_head.text_dim, context_decoder.visual_dim); see configs/mfuser_clip_gta.py.
+crop_size = (512, 512)
+num_classes = 19
+embed_dim = 768  # VLM projection width E (EVA02-CLIP-L: 768)
+clip_mean = [122.7709383, 116.7460125, 104.09373615]  # CLIP mean x 255, RGB
+clip_std = [68.5005327, 66.6321579, 70.32316305]
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=clip_mean,
+    std=clip_std,
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size=crop_size)
+feat = 256
+model = dict(
+    type='MFuser',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        type='FusedEncoder',
+        vfm=dict(name='vit_large_patch14_dinov2', checkpoint=None),
+        vlm=dict(name='eva02_large_patch14_clip_336', checkpoint=None),
+        adapter=dict(type='MVFuser', d_state=16, d_conv=3, expand=1),
+        img_size=crop_size,
+        out_indices=(7, 11, 15, 23),
+        grid_mode='pad',
+        input_norm=dict(mean=clip_mean, std=clip_std),
+        norm_cfg=dict(type='BN', requires_grad=True),  # SyncBN for multi-GPU runs
+        with_cp=False),
+    text_encoder=dict(
+        type='CoOpTextEncoder',
+        model_name='EVA02-L-14-336',
+        class_names='cityscapes',
+        n_ctx=8,
+        name_context_length=5,
+        checkpoint=None),
+    context_decoder=dict(
+        type='MTEnhancerStack',
+        visual_dim=embed_dim,
+        transformer_width=256,
+        transformer_heads=4,
+        transformer_layers=1,
+        dropout=0.1),
+    n_ctx=8,
+    tau=0.07,
+    loss_vl=dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=True),
+    gamma_init='reference',
+    decode_head=dict(
+        type='TextQueriedMask2FormerHead',
+        in_channels=[2048] * 4,
+        strides=[4, 8, 16, 32],
+        feat_channels=feat,
+        out_channels=feat,
+        num_classes=num_classes,
+        text_dim=embed_dim,
+        num_transformer_feat_level=3,
+        align_corners=False,
+        pixel_decoder=dict(
+            type='TextMSDeformAttnPixelDecoder',
+            num_outs=3,
+            norm_cfg=dict(type='GN', num_groups=32),
+            act_cfg=dict(type='ReLU'),
+            encoder=dict(
+                num_layers=6,
+                layer_cfg=dict(
+                    self_attn_cfg=dict(embed_dims=feat, num_heads=8, num_levels=3, num_points=4,
+                                       im2col_step=64, dropout=0.0, batch_first=True),
+                    text_cross_attn_cfg=dict(embed_dims=feat, num_heads=8, batch_first=True),
+                    ffn_cfg=dict(embed_dims=feat, feedforward_channels=1024, num_fcs=2,
+                                 ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True)))),
+            positional_encoding=dict(num_feats=feat // 2, normalize=True)),
+        positional_encoding=dict(num_feats=feat // 2, normalize=True),
+        transformer_decoder=dict(
+            return_intermediate=True,
+            num_layers=9,
+            layer_cfg=dict(
+                self_attn_cfg=dict(embed_dims=feat, num_heads=8, dropout=0.0, batch_first=True),
+                cross_attn_cfg=dict(embed_dims=feat, num_heads=8, dropout=0.0, batch_first=True),
+                ffn_cfg=dict(embed_dims=feat, feedforward_channels=2048, num_fcs=2,
+                             ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True))),
+            init_cfg=None),
+        no_object_weight=0.1,
+        train_cfg=dict(num_points=12544, oversample_ratio=3.0, importance_sample_ratio=0.75)),
+    train_cfg=dict(),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
