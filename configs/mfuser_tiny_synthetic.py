@@ -6,7 +6,7 @@
 #   python tools/train.py configs/mfuser_tiny_synthetic.py
 #
 # Same architecture as the paper's model, shrunk: 4-block towers of width 96 (random weights,
-# frozen - no pretrained files exist offline), patch 8, MVFusers after every block pair, the
+# frozen - no pretrained files exist offline), patch 16, MVFusers after every block pair, the
 # MTEnhancer, a 1-layer text-cross-attending pixel decoder and a 3-layer text-queried decoder.
 _base_ = [
     './_base_/models/mfuser_dinov2_eva02.py',
@@ -19,7 +19,7 @@ crop_size = (224, 224)
 width = 96
 embed_dim = 64
 feat = 64
-tower = dict(depth=4, embed_dim=width, num_heads=4, patch_size=8)
+tower = dict(depth=4, embed_dim=width, num_heads=4, patch_size=16)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(

@@ -24,22 +24,25 @@ def parse_args(argv=None):
     parser.add_argument('--out-dir', required=True)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--opacity', type=float, default=0.5)
-    parser.add_argument('--limit', type=int, default=0, help='at most this many images')
+    parser.add_argument('--limit', type=int, default=0,
+                        help='at most this many images from each directory')
     return parser.parse_args(argv)
 
 
-def list_images(inputs):
+def list_images(inputs, limit=0):
+    """Image files of every input (a file, or a directory searched recursively); with
+    ``limit``, at most that many from each directory."""
     images = []
     for item in inputs:
         if osp.isdir(item):
-            for root, _, files in os.walk(item):
-                images += [osp.join(root, f) for f in sorted(files)
-                           if f.lower().endswith(IMG_EXTS)]
+            found = sorted(osp.join(root, f) for root, _, files in os.walk(item)
+                           for f in files if f.lower().endswith(IMG_EXTS))
+            images += found[:limit] if limit else found
         elif osp.isfile(item):
             images.append(item)
         else:
             sys.exit(f'error: {item!r} is neither an image nor a directory')
-    return sorted(images)
+    return images
 
 
 def colorize(label: np.ndarray, palette) -> np.ndarray:
@@ -54,9 +57,7 @@ def main(argv=None):
     for path in (args.config, args.checkpoint):
         if not osp.isfile(path):
             sys.exit(f'error: {path!r} not found')
-    images = list_images(args.inputs)
-    if args.limit:
-        images = images[:args.limit]
+    images = list_images(args.inputs, args.limit)
     if not images:
         sys.exit('error: no images found in ' + ', '.join(args.inputs))
     from mmseg.apis import inference_model, init_model

@@ -82,13 +82,26 @@ else
   "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEEL" || die "could not install $WHEEL"
 fi
 
-say "installing mfuser and its pinned dependencies (editable, with [dev] extras)"
-"${PIP[@]}" install -q -e "$REPO[dev]" || die "dependency install failed"
+# The editable install is redone only when pyproject.toml changed or the venv points at
+# another checkout (CI clones afresh each run).
+STAMP="$VENV/.mfuser-install-stamp"
+WANT="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1) $REPO"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
+   && "$VPY" -c "import mfuser, sys; sys.exit(not mfuser.__file__.startswith('$REPO/'))" 2>/dev/null; then
+  say "mfuser (editable) and its dependencies already installed for $REPO"
+else
+  say "installing mfuser and its pinned dependencies (editable, with [dev] extras)"
+  "${PIP[@]}" install -q -e "$REPO[dev]" || die "dependency install failed"
+  echo "$WANT" > "$STAMP"
+fi
 
-"$VPY" - <<'PYEOF' || die "import check failed: the environment is incomplete"
+say "checking imports and compiling the C++ selective-scan kernel (once; cached in torch's extensions dir)"
+"$VPY" - <<'PYEOF' || die "import check failed: the environment is incomplete (see above)"
 import mmcv._ext  # noqa: F401  compiled ops present
 import mmseg.models, mmdet.models  # noqa: F401,E401
 import mfuser  # noqa: F401
+from mfuser.ops.selective_scan import build_cpu_extension
+build_cpu_extension()  # needs a C++ compiler; raises with what to install
 PYEOF
 
 say "done in $(( $(date +%s) - t0 )) s. Activate with:  source $VENV/bin/activate"

@@ -42,6 +42,11 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        from mfuser.engine.preflight import ConfigCheckError, check_cfg_options
+        try:
+            check_cfg_options(cfg, args.cfg_options)
+        except ConfigCheckError as exc:
+            sys.exit(f'error: {exc}')
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -64,6 +69,8 @@ def main(argv=None):
             check_config(cfg, 'test')
         except ConfigCheckError as exc:
             sys.exit(f'error: {exc}')
+    from mfuser.engine import setup_cpu_distributed
+    setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg)
     runner.test()
 

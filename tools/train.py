@@ -43,6 +43,11 @@ def build_config(args) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        from mfuser.engine.preflight import ConfigCheckError, check_cfg_options
+        try:
+            check_cfg_options(cfg, args.cfg_options)
+        except ConfigCheckError as exc:
+            sys.exit(f'error: {exc}')
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -74,6 +79,8 @@ def main(argv=None):
             check_config(cfg, 'train')
         except ConfigCheckError as exc:
             sys.exit(f'error: {exc}')
+    from mfuser.engine import setup_cpu_distributed
+    setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
     print_log(f'checkpoints and logs: {osp.abspath(cfg.work_dir)}', logger='current')

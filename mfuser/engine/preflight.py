@@ -64,7 +64,9 @@ def _weight_problems(cfg) -> list[str]:
         for key in _WEIGHT_KEYS:
             value = node.get(key)
             if isinstance(value, str) and value and '://' not in value:
-                if not osp.isfile(osp.expanduser(value)):
+                full = osp.expanduser(value)
+                exists = osp.exists(full) if key == 'tokenizer' else osp.isfile(full)
+                if not exists:
                     problems.append(
                         f'{path}.{key} = {value!r}: file not found. Nothing is downloaded; '
                         'put the official file there (README, "Pretrained weights") or set '
@@ -73,6 +75,43 @@ def _weight_problems(cfg) -> list[str]:
     if isinstance(load_from, str) and load_from and not osp.isfile(load_from):
         problems.append(f'load_from = {load_from!r}: checkpoint file not found.')
     return problems
+
+
+def check_cfg_options(cfg, options: Mapping | None) -> None:
+    """Reject ``--cfg-options`` keys whose parent does not exist in the config.
+
+    mmengine silently creates any key it is given, so a typo (``model.backbone.with_pc``,
+    ``train_cfg.max_iter``) would be ignored. A new leaf under an existing dict is allowed
+    only when the dict is one that takes free-form settings (timm overrides of the towers,
+    ``text_cfg``); otherwise the error suggests the closest existing keys.
+    """
+    import difflib
+    problems = []
+    free_form = ('vfm', 'vlm', 'text_cfg', 'train_cfg', 'test_cfg', 'cfg', 'env_cfg')
+    for dotted in (options or {}):
+        parts = dotted.split('.')
+        node, walked = getattr(cfg, '_cfg_dict', cfg), []
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, Sequence) and not isinstance(node, (str, bytes)) \
+                    and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, Mapping) and part in node:
+                node = node[part]
+            elif isinstance(node, Mapping) and last and walked and \
+                    (walked[-1] in free_form or walked[-1].endswith('_cfg')):
+                break  # a new setting in a free-form dict
+            else:
+                where = '.'.join(walked) or 'the config'
+                keys = list(node.keys()) if isinstance(node, Mapping) else []
+                close = difflib.get_close_matches(part, keys, n=3)
+                hint = f' Did you mean {", ".join(close)}?' if close else (
+                    f' Existing keys: {", ".join(sorted(map(str, keys))[:20])}.' if keys else '')
+                problems.append(f'--cfg-options {dotted}: {where} has no key {part!r}.{hint}')
+                break
+            walked.append(part)
+    if problems:
+        raise ConfigCheckError('unknown config keys:\n  - ' + '\n  - '.join(problems))
 
 
 def check_config(cfg, stage: str) -> None:

@@ -4,7 +4,6 @@
 # in the log and <work_dir>/<timestamp>/dg_results.json; metrics '<domain>/mIoU', 'mean/mIoU').
 # Test protocol: tqdm/MFuser (targets resized to 2048x1024 keep-ratio, full-resolution Mapillary).
 _base_ = ['./cityscapes.py', './bdd100k.py', './mapillary.py']
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,

@@ -4,7 +4,6 @@
 # in the log and <work_dir>/<timestamp>/dg_results.json; metrics '<domain>/mIoU', 'mean/mIoU').
 # Test protocol: Rein/SoMA (BDD100K 1280x720, half-resolution Mapillary at 1024x512).
 _base_ = ['./cityscapes.py', './bdd100k.py', './mapillary.py']
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,

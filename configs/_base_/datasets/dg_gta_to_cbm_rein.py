@@ -5,7 +5,6 @@
 # Test protocol: Rein/SoMA (Cityscapes 1024x512, BDD100K 1280x720, half-resolution Mapillary
 # at 1024x512).
 _base_ = ['./gta.py', './cityscapes.py', './bdd100k.py', './mapillary.py']
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,

@@ -5,7 +5,6 @@
 # Targets (one run, per-domain + mean mIoU): the grey 'cityscapes', night 'bdd100k' and bright
 # 'mapillary' domains, each in its real data set's format and converted like the real one.
 # Padding to the crop and normalisation: the model's data preprocessor (size=synthetic_crop_size).
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
 synthetic_root = 'data/synthetic/'
 synthetic_crop_size = (224, 224)
 synthetic_train_pipeline = [

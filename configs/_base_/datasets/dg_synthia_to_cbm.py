@@ -5,7 +5,6 @@
 # Test protocol: tqdm/MFuser (targets resized to 2048x1024 keep-ratio, full-resolution
 # Mapillary); mIoU over the 16 SYNTHIA classes.
 _base_ = ['./synthia.py', './cityscapes.py', './bdd100k.py', './mapillary.py']
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,

@@ -1,0 +1,206 @@
+"""The user-facing tools end to end: train / test / infer, resume, DDP, fail-fast checks.
+
+Every run uses the embedded demo config (configs/mfuser_tiny_synthetic.py) on a few generated
+synthetic images, in a scratch directory whose ``data/synthetic`` the config's relative data
+roots point at.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO = osp.join(REPO, 'configs', 'mfuser_tiny_synthetic.py')
+FAST = ['train_dataloader.batch_size=1', 'default_hooks.logger.interval=1',
+        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False']
+
+
+def run(args, cwd, timeout=600, check=True, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n'
+                             f'{proc.stderr[-4000:]}')
+    return proc
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    """A directory with data/synthetic (4 domains, 6 train / 2 val images of 128x64)."""
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    try:
+        from make_synthetic_data import prepare
+    finally:
+        sys.path.pop(0)
+    root = tmp_path_factory.mktemp('ws')
+    prepare(str(root / 'data' / 'synthetic'), domains=['gta', 'cityscapes', 'bdd100k',
+                                                       'mapillary'],
+            num_train=6, num_val=2, size=(128, 64), seed=1, nproc=1)
+    # a config with the rank-consistency check added (for the DDP test)
+    (root / 'ddp_cfg.py').write_text(
+        f"_base_ = [{DEMO!r}]\n"
+        "custom_hooks = [dict(type='TrainingCurvesHook'), dict(type='RankConsistencyHook')]\n")
+    return root
+
+
+def last_run_dir(work_dir):
+    runs = sorted(d for d in os.listdir(work_dir) if d.startswith('20'))
+    return osp.join(work_dir, runs[-1])
+
+
+@pytest.mark.slow
+def test_train_test_infer(workspace):
+    wd = str(workspace / 'wd_e2e')
+    run([osp.join(REPO, 'tools/train.py'), DEMO,
+         '--work-dir', wd, '--cfg-options', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+         'default_hooks.checkpoint.interval=2', *FAST], cwd=workspace)
+    assert osp.isfile(osp.join(wd, 'iter_4.pth'))
+    run_dir = last_run_dir(wd)
+    results = json.load(open(osp.join(run_dir, 'dg_results.json')))
+    text = json.dumps(results)
+    for domain in ('cityscapes', 'bdd100k', 'mapillary'):
+        assert domain in text
+    assert osp.isfile(osp.join(run_dir, 'training_curves.png'))
+
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+                '--work-dir', wd], cwd=workspace)
+    out = proc.stdout + proc.stderr
+    assert 'multi-domain results' in out and 'mean/mIoU' in out
+    for domain in ('cityscapes', 'bdd100k', 'mapillary'):
+        assert f'{domain}/mIoU' in out
+
+    overlays = str(workspace / 'overlays')
+    run([osp.join(REPO, 'tools/infer.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+         'data/synthetic/cityscapes/leftImg8bit/val', '--out-dir', overlays], cwd=workspace)
+    files = sorted(os.listdir(overlays))
+    assert len([f for f in files if f.endswith('_overlay.png')]) == 2
+    from PIL import Image
+    pred = [f for f in files if f.endswith('_pred.png')][0]
+    arr = Image.open(osp.join(overlays, pred))
+    assert arr.size == (128, 64) and max(arr.getdata()) < 19
+
+
+@pytest.mark.slow
+def test_kill_and_resume(workspace):
+    wd = str(workspace / 'wd_resume')
+    args = [osp.join(REPO, 'tools/train.py'), DEMO, '--work-dir', wd, '--cfg-options',
+            'train_cfg.max_iters=8', 'train_cfg.val_interval=100',
+            'default_hooks.checkpoint.interval=2', *FAST]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([sys.executable, *args], cwd=workspace, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while not osp.isfile(osp.join(wd, 'iter_4.pth')) and proc.poll() is None:
+            assert time.time() < deadline, 'no checkpoint after 300 s'
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the checkpoint file be complete
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not osp.isfile(osp.join(wd, 'iter_8.pth')), 'training finished before the kill'
+    killed_at = max(int(f[5:-4]) for f in os.listdir(wd) if f.startswith('iter_'))
+    assert killed_at in (4, 6)
+
+    proc = run([*args[:3], '--resume', *args[3:]], cwd=workspace)
+    out = proc.stdout + proc.stderr
+    assert 'resumed' in out.lower()
+    assert osp.isfile(osp.join(wd, 'iter_8.pth'))
+    resumed_log = open(sorted(
+        osp.join(last_run_dir(wd), f) for f in os.listdir(last_run_dir(wd))
+        if f.endswith('.log'))[-1]).read()
+    assert f'Iter(train) [{killed_at + 1}/8]' in resumed_log
+    assert 'Iter(train) [1/8]' not in resumed_log
+    # the resumed checkpoint continues the optimizer state and iteration counter
+    from mfuser.engine.checkpoint import load_trusted_local
+    ckpt = load_trusted_local(osp.join(wd, 'iter_8.pth'))
+    assert ckpt['meta']['iter'] == 8 and 'optimizer' in ckpt
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_ranks_agree(workspace):
+    wd = str(workspace / 'wd_ddp')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         '--master_port=29533', osp.join(REPO, 'tools/train.py'), str(workspace / 'ddp_cfg.py'),
+         '--launcher', 'pytorch', '--work-dir', wd, '--cfg-options', 'train_cfg.max_iters=3',
+         'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=3', *FAST],
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    record = json.load(open(osp.join(wd, 'rank_checksums.json')))
+    assert record['world_size'] == 2
+    assert record['max_abs_diff'] == 0.0
+    log = open(sorted(osp.join(last_run_dir(wd), f) for f in os.listdir(last_run_dir(wd))
+                      if f.endswith('.log'))[-1]).read()
+    assert 'world_size: 2' in log or 'World size: 2' in log
+    assert osp.isfile(osp.join(wd, 'iter_3.pth'))
+
+
+def test_full_config_without_data_or_weights_fails_fast(tmp_path):
+    t0 = time.time()
+    proc = run([osp.join(REPO, 'tools/train.py'), osp.join(REPO, 'configs/mfuser_eva02_gta.py'),
+                '--work-dir', str(tmp_path / 'wd')], cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0
+    err = proc.stderr
+    for needle in ("'data/gta/'", "'data/cityscapes/'", "'data/bdd100k/'", "'data/mapillary/'",
+                   'dinov2_vitl14_pretrain.pth', 'EVA02_CLIP_L_336_psz14_s6B.pt',
+                   'model.backbone.vfm.checkpoint', 'model.text_encoder.checkpoint',
+                   'data/README.md'):
+        assert needle in err, (needle, err)
+    assert not (tmp_path / 'wd').exists(), 'nothing may be written before the checks pass'
+    assert time.time() - t0 < 120
+
+
+def test_wrong_config_keys_are_reported(tmp_path):
+    proc = run([osp.join(REPO, 'tools/train.py'), DEMO, '--cfg-options',
+                'model.backbone.with_pc=True', 'train_cfg.max_iter=5'],
+               cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "no key 'with_pc'" in proc.stderr and 'with_cp' in proc.stderr
+    assert 'max_iters' not in proc.stderr or "'max_iter'" in proc.stderr
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, str(tmp_path / 'none.pth')],
+               cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode != 0 and 'none.pth' in proc.stderr and 'not found' in proc.stderr
+
+
+def test_check_cfg_options_allows_free_form_settings():
+    from mmengine.config import Config
+
+    from mfuser.engine.preflight import ConfigCheckError, check_cfg_options
+    cfg = Config.fromfile(DEMO)
+    check_cfg_options(cfg, {'model.backbone.vfm.drop_path_rate': 0.1,
+                            'train_cfg.max_iters': 10,
+                            'model.decode_head.pixel_decoder.encoder.num_layers': 2,
+                            'val_dataloader.dataset.datasets.0.data_root': 'x'})
+    with pytest.raises(ConfigCheckError, match="no key 'decoder_head'.*decode_head"):
+        check_cfg_options(cfg, {'model.decoder_head.num_classes': 3})
+    with pytest.raises(ConfigCheckError, match="no key 'lrr'"):
+        check_cfg_options(cfg, {'optim_wrapper.optimizer.lrr': 3})
+
+
+@pytest.mark.slow
+def test_full_size_mfuser_builds_and_runs_one_512_forward():
+    import torch
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(osp.join(REPO, 'configs/mfuser_eva02_gta.py'))
+    cfg.model.backbone.vfm.checkpoint = None
+    cfg.model.backbone.vlm.checkpoint = None
+    cfg.model.text_encoder.checkpoint = None
+    model = MODELS.build(cfg.model).eval()
+    head_params = sum(p.numel() for p in model.decode_head.parameters())
+    assert 15e6 < head_params < 40e6
+    x = torch.randn(1, 3, 512, 512)
+    with torch.no_grad():
+        logits = model.encode_decode(x, [dict(img_shape=(512, 512))])
+    assert logits.shape == (1, 19, 512, 512) and torch.isfinite(logits).all()
