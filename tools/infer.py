@@ -52,6 +52,20 @@ def colorize(label: np.ndarray, palette) -> np.ndarray:
     return lut[label.astype(np.uint8)]
 
 
+def inference_config(path):
+    """The config with a ``test_pipeline`` for mmseg's ``inference_model``: the config's own,
+    else the test data set's pipeline (the first target of a multi-domain set) without label
+    loading."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    if 'test_pipeline' not in cfg:
+        dataset = cfg.test_dataloader.dataset
+        while 'pipeline' not in dataset:
+            dataset = dataset['datasets'][0] if 'datasets' in dataset else dataset['dataset']
+        cfg.test_pipeline = [t for t in dataset['pipeline'] if t['type'] != 'LoadAnnotations']
+    return cfg
+
+
 def main(argv=None):
     args = parse_args(argv)
     for path in (args.config, args.checkpoint):
@@ -65,7 +79,7 @@ def main(argv=None):
 
     import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
 
-    model = init_model(args.config, args.checkpoint, device=args.device)
+    model = init_model(inference_config(args.config), args.checkpoint, device=args.device)
     palette = (model.dataset_meta or {}).get('palette') or CityscapesDataset.METAINFO[
         'palette']
     os.makedirs(args.out_dir, exist_ok=True)

@@ -30,7 +30,20 @@ def runner_checkpoint_globals() -> list:
         'float16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8',
         'bool', 'uint16', 'uint32', 'uint64')]
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype,
-            HistoryBuffer, *dtype_types]
+            HistoryBuffer, *dtype_types,
+            (_history_buffer_getattr, 'builtins.getattr'),
+            (_history_buffer_getattr, '__builtin__.getattr')]
+
+
+def _history_buffer_getattr(obj, name: str):
+    """The one ``getattr`` mmengine's checkpoints need: the message hub pickles the
+    ``HistoryBuffer`` statistics methods (``min``, ``max``, ``current``, ``mean``, ...) as
+    ``getattr(HistoryBuffer, name)``. Anything else is refused (a general ``getattr`` would
+    let a crafted file reach arbitrary code)."""
+    if obj is HistoryBuffer and not name.startswith('_') and \
+            callable(getattr(HistoryBuffer, name, None)):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
 
 
 def load_trusted_local(filename: str, map_location=None):

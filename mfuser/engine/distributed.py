@@ -13,7 +13,7 @@ import os
 import torch
 import torch.distributed as torch_dist
 from mmengine.model import MMDistributedDataParallel
-from mmseg.registry import MODEL_WRAPPERS
+from mmengine.registry import MODEL_WRAPPERS  # the root registry: Runner.wrap_model looks here
 
 
 @MODEL_WRAPPERS.register_module()

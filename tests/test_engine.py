@@ -1,0 +1,65 @@
+"""Runner-side helpers: safe checkpoint loading under torch >= 2.6, training curves."""
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer, MessageHub
+
+from mfuser.engine.checkpoint import load_trusted_local
+
+
+def test_runner_checkpoint_with_message_hub_loads_weights_only(tmp_path):
+    hub = MessageHub.get_instance('test_ckpt_hub')
+    for v in (1.0, 2.0, 3.0):
+        hub.update_scalar('train/loss', v)
+    ckpt = dict(meta=dict(iter=3, seed=np.int64(7), arr=np.arange(3)),
+                state_dict=dict(w=torch.ones(2)), message_hub=hub.state_dict())
+    path = tmp_path / 'iter_3.pth'
+    torch.save(ckpt, path)
+    out = load_trusted_local(str(path))
+    assert out['meta']['iter'] == 3 and int(out['meta']['seed']) == 7
+    buf = out['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buf, HistoryBuffer) and buf.current() == 3.0 and buf.mean() == 2.0
+
+
+class _Call:
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+@pytest.mark.parametrize('payload', [
+    _Call(getattr, HistoryBuffer, '__init__'),  # a getattr chain towards __globals__
+    _Call(getattr, np.ndarray, 'tofile'),  # an allow-listed type, but not HistoryBuffer
+    _Call(os.system, 'true'),
+])
+def test_arbitrary_getattr_and_code_are_refused(tmp_path, payload):
+    path = tmp_path / 'evil.pth'
+    torch.save({'x': payload}, path)
+    with pytest.raises(pickle.UnpicklingError, match='MFUSER_TRUST_CHECKPOINTS'):
+        load_trusted_local(str(path))
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        load_trusted_local(str(tmp_path / 'missing.pth'))
+
+
+def test_curves_from_scalar_log(tmp_path):
+    from mfuser.engine.curves import plot_curves, read_scalars
+    log = tmp_path / 'vis_data' / 'scalars.json'
+    log.parent.mkdir()
+    rows = [dict(step=i, loss=10.0 / i, **{'decode.loss_cls': 1.0 / i}) for i in range(1, 6)]
+    rows.append({'step': 5, 'cityscapes/mIoU': 20.0, 'bdd100k/mIoU': 10.0, 'mean/mIoU': 15.0})
+    log.write_text('\n'.join(json.dumps(r) for r in rows))
+    train, val = read_scalars(str(log))
+    assert train['loss'] == [(i, 10.0 / i) for i in range(1, 6)]
+    assert train['decode.loss_cls'][-1] == (5, 0.2)
+    assert val['cityscapes/mIoU'] == [(5, 20.0)] and 'mean/mIoU' in val
+    assert 'cityscapes/mIoU' not in train
+    png = tmp_path / 'curves.png'
+    assert plot_curves(str(log), str(png)) == str(png)
+    assert png.stat().st_size > 1000
+    assert plot_curves(str(tmp_path / 'none.json'), str(png)) is None
