@@ -1,10 +1,24 @@
 """Shared pytest set-up: deterministic seeds, CPU threads, and a `cuda` marker skip."""
 import os
+import os.path as osp
 
 import pytest
 import torch
 
 os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+# Test this checkout, also in the subprocesses the tool tests start: an editable install in
+# a shared environment points at whichever clone ran tools/setup_env.sh last.
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+os.environ['PYTHONPATH'] = os.pathsep.join(
+    p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
+
+import mfuser  # noqa: E402
+
+if osp.dirname(osp.dirname(osp.abspath(mfuser.__file__))) != REPO:
+    raise RuntimeError(f'mfuser is imported from {mfuser.__file__}, not from this checkout '
+                       f'({REPO}); run the tests from the repository root '
+                       '(bash tools/run_tests.sh)')
 
 # Build configs in mmseg's scope (as tools/train.py does), so that 'SegDataPreProcessor',
 # 'CrossEntropyLoss', 'mmdet.DiceLoss' ... resolve.

@@ -27,7 +27,7 @@ model = dict(
         adapter=dict(type='MVFuser', d_state=16, d_conv=3, expand=1),
         img_size=crop_size,
         out_indices=(7, 11, 15, 23),
-        grid_mode='pad',
+        grid_mode='floor',  # 512 -> 36x36 tokens (1297 with cls) as the reference; 'pad': 37x37
         input_norm=dict(mean=clip_mean, std=clip_std),
         norm_cfg=dict(type='BN', requires_grad=True),  # SyncBN for multi-GPU runs
         with_cp=False),
