@@ -33,19 +33,34 @@ fi
 say "2/4 training $CONFIG on the CPU (progress every 20 iterations; validation on the unseen domains every 200)"
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "$@"
 CKPT="$WORK_DIR/$(cat "$WORK_DIR/last_checkpoint" | xargs basename)"
+TRAIN_RUN=$(ls -td "$WORK_DIR"/20*/ | head -n1)
 
 say "3/4 testing $CKPT on the unseen target domains"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK_DIR" 2>&1 | tee "$WORK_DIR/test_output.txt"
+TEST_RUN=$(ls -td "$WORK_DIR"/20*/ | head -n1)
 
 say "4/4 painting overlays of target-domain images"
 "$PY" tools/infer.py "$CONFIG" "$CKPT" \
   "$DATA/cityscapes/leftImg8bit/val" "$DATA/bdd100k/images/10k/val" \
   "$DATA/mapillary/validation/images" --limit 12 --out-dir "$WORK_DIR/overlays"
 
-RUN=$(ls -td "$WORK_DIR"/20*/ | head -n1)
-say "done in $(( $(date +%s) - t0 )) s. Outputs:"
+say "done in $(( $(date +%s) - t0 )) s. mIoU on the unseen domains (trained on the GTAV-format source only):"
+"$PY" - "${TEST_RUN}dg_results.json" <<'PYEOF'
+import json
+import sys
+
+res = json.load(open(sys.argv[1]))
+rows = [(name, res['metrics'][f'{name}/mIoU'], res['metrics'][f'{name}/mAcc'],
+         res['metrics'][f'{name}/aAcc']) for name in res['domains']]
+rows.append(('mean', res['mean']['mIoU'], res['mean']['mAcc'], res['mean']['aAcc']))
+print(f"  {'domain':<12}{'mIoU':>8}{'mAcc':>8}{'aAcc':>8}")
+for name, miou, macc, aacc in rows:
+    print(f'  {name:<12}{miou:>8.2f}{macc:>8.2f}{aacc:>8.2f}')
+PYEOF
+say "outputs:"
 echo "  checkpoints        : $WORK_DIR/iter_*.pth (last: $CKPT)"
-echo "  training log       : $(ls -t "$WORK_DIR"/20*/20*.log | tail -n1)"
-echo "  test log / results : ${RUN}*.log, ${RUN}dg_results.json, $WORK_DIR/test_output.txt"
-echo "  training curves    : $(ls -t "$WORK_DIR"/20*/training_curves.png 2>/dev/null | head -n1)"
+echo "  training log       : $(ls "$TRAIN_RUN"*.log | head -n1)"
+echo "  training curves    : ${TRAIN_RUN}training_curves.png"
+echo "  test log / results : $(ls "$TEST_RUN"*.log | head -n1), ${TEST_RUN}dg_results.json"
+echo "  test output        : $WORK_DIR/test_output.txt"
 echo "  overlays           : $WORK_DIR/overlays/"
