@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mfuser.evaluation import DGIoUMetric
 
@@ -102,3 +103,22 @@ def test_table_and_json_next_to_log_file(tmp_path):
     assert 'multi-domain results' in (tmp_path / 'run' / 'x.log').read_text()
     rep = json.loads((tmp_path / 'run' / 'dg_results.json').read_text())
     assert rep['metrics']['city/mIoU'] == m.last_report['metrics']['city/mIoU']
+
+
+def test_output_dir_saves_predictions_per_domain_and_still_scores(tmp_path):
+    m = DGIoUMetric(output_dir=str(tmp_path / 'preds'), output_file=str(tmp_path / 'r.json'))
+    res = _run(m, [_sample(P1, G1, 'city', 'a/city_1.jpg'), _sample(P3, G3, 'bdd', 'b/x.jpg')])
+    saved = np.asarray(Image.open(tmp_path / 'preds' / 'city' / 'city_1.png'))
+    assert saved.dtype == np.uint8 and (saved == np.asarray(P1)).all()
+    assert (np.asarray(Image.open(tmp_path / 'preds' / 'bdd' / 'x.png')) == np.asarray(P3)).all()
+    assert 'city/mIoU' in res and 'bdd/mIoU' in res
+
+
+def test_format_only_needs_no_ground_truth_and_an_output_dir(tmp_path):
+    with pytest.raises(ValueError, match='needs output_dir'):
+        DGIoUMetric(format_only=True)
+    m = DGIoUMetric(format_only=True, output_dir=str(tmp_path / 'p'))
+    sample = _sample(P2, G2, 'map', 'y.png')
+    del sample['gt_sem_seg']
+    assert _run(m, [sample]) == {}
+    assert (np.asarray(Image.open(tmp_path / 'p' / 'map' / 'y.png')) == np.asarray(P2)).all()

@@ -72,11 +72,15 @@ def test_train_test_infer(workspace):
     assert osp.isfile(osp.join(run_dir, 'training_curves.png'))
 
     proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
-                '--work-dir', wd], cwd=workspace)
+                '--work-dir', wd, '--show-dir', 'show', '--out', 'preds'], cwd=workspace)
     out = proc.stdout + proc.stderr
     assert 'multi-domain results' in out and 'mean/mIoU' in out
     for domain in ('cityscapes', 'bdd100k', 'mapillary'):
         assert f'{domain}/mIoU' in out
+        # --out: one train-ID PNG per target image (2 per domain), per domain
+        assert len(os.listdir(workspace / 'preds' / domain)) == 2
+    # --show-dir: every test image painted (not mmseg's every 50th), under the work dir
+    assert len(os.listdir(osp.join(wd, 'show', 'vis_data', 'vis_image'))) == 6
 
     overlays = str(workspace / 'overlays')
     run([osp.join(REPO, 'tools/infer.py'), DEMO, osp.join(wd, 'iter_4.pth'),
@@ -167,7 +171,8 @@ def test_wrong_config_keys_are_reported(tmp_path):
                cwd=tmp_path, check=False, timeout=300)
     assert proc.returncode != 0
     assert "no key 'with_pc'" in proc.stderr and 'with_cp' in proc.stderr
-    assert 'max_iters' not in proc.stderr or "'max_iter'" in proc.stderr
+    # train_cfg names IterBasedTrainLoop, whose constructor has max_iters, not max_iter
+    assert "train_cfg has no key 'max_iter'" in proc.stderr and 'max_iters' in proc.stderr
     proc = run([osp.join(REPO, 'tools/test.py'), DEMO, str(tmp_path / 'none.pth')],
                cwd=tmp_path, check=False, timeout=300)
     assert proc.returncode != 0 and 'none.pth' in proc.stderr and 'not found' in proc.stderr
@@ -184,8 +189,27 @@ def test_check_cfg_options_allows_free_form_settings():
                             'val_dataloader.dataset.datasets.0.data_root': 'x'})
     with pytest.raises(ConfigCheckError, match="no key 'decoder_head'.*decode_head"):
         check_cfg_options(cfg, {'model.decoder_head.num_classes': 3})
-    with pytest.raises(ConfigCheckError, match="no key 'lrr'"):
+    with pytest.raises(ConfigCheckError, match="no key 'lrr'.*Did you mean lr"):
         check_cfg_options(cfg, {'optim_wrapper.optimizer.lrr': 3})
+
+
+def test_check_cfg_options_accepts_constructor_arguments_the_config_leaves_out():
+    from mmengine.config import Config
+
+    from mfuser.engine.preflight import ConfigCheckError, check_cfg_options
+    cfg = Config.fromfile(DEMO)
+    assert 'indices' not in cfg.test_dataloader.dataset.datasets[0]
+    check_cfg_options(cfg, {'test_dataloader.dataset.datasets.0.indices': 2,  # BaseDataset
+                            'optim_wrapper.optimizer.amsgrad': True,  # torch AdamW
+                            'train_dataloader.pin_memory': True,  # torch DataLoader
+                            'randomness.deterministic': True,  # Runner.set_randomness
+                            'log_processor.window_size': 10})
+    for key, hint in [('test_dataloader.dataset.datasets.0.indics', 'indices'),
+                      ('train_dataloader.pin_memry', 'pin_memory'),
+                      ('randomness.determinstic', 'deterministic'),
+                      ('train_cfg.max_iter', 'max_iters')]:
+        with pytest.raises(ConfigCheckError, match=f"no key '{key.split('.')[-1]}'.*{hint}"):
+            check_cfg_options(cfg, {key: 1})
 
 
 @pytest.mark.slow

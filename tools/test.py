@@ -17,9 +17,11 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where to write the evaluation results')
-    parser.add_argument('--out', help='directory to save the predicted label maps')
-    parser.add_argument('--show-dir', help='save painted predictions here (Cityscapes '
-                        'palette; relative paths go under the run directory)')
+    parser.add_argument('--out', help='also save the predicted train-ID maps as PNGs here '
+                        '(one sub-directory per domain)')
+    parser.add_argument('--show-dir', help='save every painted prediction (ground truth | '
+                        'prediction, Cityscapes palette) under DIR/vis_data/vis_image; a '
+                        'relative DIR goes under the work dir')
     parser.add_argument('--no-preflight', action='store_true',
                         help='skip the check for data roots and weight files')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -58,10 +60,15 @@ def main(argv=None):
         if 'visualization' not in cfg.default_hooks:
             sys.exit('error: --show-dir needs default_hooks.visualization in the config')
         cfg.default_hooks.visualization.draw = True
-        cfg.visualizer.save_dir = args.show_dir
+        cfg.default_hooks.visualization.setdefault('interval', 1)  # every image, not every 50th
+        show_dir = args.show_dir if osp.isabs(args.show_dir) else osp.join(cfg.work_dir,
+                                                                          args.show_dir)
+        cfg.visualizer.save_dir = show_dir
     if args.out is not None:
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
+            cfg.test_evaluator]
+        for evaluator in evaluators:
+            evaluator['output_dir'] = args.out
     import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
     from mfuser.engine.preflight import ConfigCheckError, check_config
     if not args.no_preflight:
@@ -73,6 +80,11 @@ def main(argv=None):
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg)
     runner.test()
+    if args.show_dir:
+        runner.logger.info('painted predictions (ground truth | prediction) saved to '
+                           f'{osp.join(osp.abspath(show_dir), "vis_data", "vis_image")}')
+    if args.out is not None:
+        runner.logger.info(f'predicted train-ID maps saved to {osp.abspath(args.out)}')
 
 
 if __name__ == '__main__':

@@ -77,13 +77,92 @@ def _weight_problems(cfg) -> list[str]:
     return problems
 
 
+def _registered(type_):
+    """The class or function a config ``type`` names, from mmseg's registries, else None."""
+    if not isinstance(type_, str):
+        return type_ if callable(type_) else None
+    from mmseg import registry
+    for name in ('MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'EVALUATOR', 'HOOKS',
+                 'OPTIMIZERS', 'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS',
+                 'PARAM_SCHEDULERS', 'DATA_SAMPLERS', 'VISUALIZERS', 'VISBACKENDS',
+                 'LOOPS', 'LOG_PROCESSORS', 'TASK_UTILS', 'WEIGHT_INITIALIZERS'):
+        reg = getattr(registry, name, None)
+        try:
+            found = reg.get(type_) if reg is not None else None
+        except Exception:  # an unknown scope prefix, a failing lazy import
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _init_arguments(obj) -> tuple[set[str], bool]:
+    """Names the constructor of ``obj`` accepts, following ``**kwargs`` up the MRO.
+
+    Returns ``(names, open_ended)``; ``open_ended`` when some ``**kwargs`` is not passed to a
+    known parent (anything could be accepted, so nothing can be rejected).
+    """
+    import inspect
+
+    import torch.nn as nn
+    if not inspect.isclass(obj):
+        try:
+            params = inspect.signature(obj).parameters.values()
+        except (TypeError, ValueError):
+            return set(), True
+        return ({p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)},
+                any(p.kind == p.VAR_KEYWORD for p in params))
+    names = set()
+    for klass in obj.__mro__:
+        if klass in (object, nn.Module):
+            return names, False
+        if '__init__' not in vars(klass):
+            continue
+        try:
+            params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        except (TypeError, ValueError):
+            return names, True
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names, False
+    return names, True
+
+
+def _typed(node: Mapping, walked: list[str]):
+    """The ``type`` of a config dict, or what the Runner builds from an untyped top-level one."""
+    if 'type' in node:
+        return node['type']
+    if len(walked) == 1:
+        if walked[0].endswith('_dataloader'):
+            from torch.utils.data import DataLoader
+            return DataLoader
+        if walked[0] == 'randomness':
+            from mmengine.runner import Runner
+            return Runner.set_randomness
+        if walked[0] == 'log_processor':
+            from mmengine.runner import LogProcessor
+            return LogProcessor
+    return None
+
+
+def _accepts(type_, name: str) -> bool:
+    """Whether the constructor that ``type_`` names takes ``name`` (True when unknowable)."""
+    target = _registered(type_)
+    if target is None:
+        return True
+    accepted, open_ended = _init_arguments(target)
+    return open_ended or name in accepted
+
+
 def check_cfg_options(cfg, options: Mapping | None) -> None:
-    """Reject ``--cfg-options`` keys whose parent does not exist in the config.
+    """Reject ``--cfg-options`` keys that the config does not have and nothing accepts.
 
     mmengine silently creates any key it is given, so a typo (``model.backbone.with_pc``,
-    ``train_cfg.max_iter``) would be ignored. A new leaf under an existing dict is allowed
-    only when the dict is one that takes free-form settings (timm overrides of the towers,
-    ``text_cfg``); otherwise the error suggests the closest existing keys.
+    ``train_cfg.max_iter``) would be ignored. A new leaf under an existing dict is allowed when
+    the dict names a registered ``type`` whose constructor takes that argument (e.g.
+    ``...dataset.indices``), or when the dict takes free-form settings (timm overrides of the
+    towers, ``text_cfg``, ``*_cfg``); otherwise the error suggests the closest existing or
+    accepted keys.
     """
     import difflib
     problems = []
@@ -98,15 +177,22 @@ def check_cfg_options(cfg, options: Mapping | None) -> None:
                 node = node[int(part)]
             elif isinstance(node, Mapping) and part in node:
                 node = node[part]
+            elif isinstance(node, Mapping) and last and _typed(node, walked) is not None and \
+                    _accepts(_typed(node, walked), part):
+                break  # a constructor argument the config leaves at its default
             elif isinstance(node, Mapping) and last and walked and \
+                    _typed(node, walked) is None and \
                     (walked[-1] in free_form or walked[-1].endswith('_cfg')):
                 break  # a new setting in a free-form dict
             else:
                 where = '.'.join(walked) or 'the config'
                 keys = list(node.keys()) if isinstance(node, Mapping) else []
+                if isinstance(node, Mapping) and _typed(node, walked) is not None:
+                    target = _registered(_typed(node, walked))
+                    keys = sorted(set(keys) | (_init_arguments(target)[0] if target else set()))
                 close = difflib.get_close_matches(part, keys, n=3)
                 hint = f' Did you mean {", ".join(close)}?' if close else (
-                    f' Existing keys: {", ".join(sorted(map(str, keys))[:20])}.' if keys else '')
+                    f' Existing keys: {", ".join(sorted(map(str, keys))[:30])}.' if keys else '')
                 problems.append(f'--cfg-options {dotted}: {where} has no key {part!r}.{hint}')
                 break
             walked.append(part)

@@ -52,6 +52,10 @@ class DGIoUMetric(IoUMetric):
         eval_classes: class names the mIoU/mAcc averages use (e.g. the 16 SYNTHIA classes);
             default all. The table always lists every class.
         output_file: JSON path (see above).
+        output_dir: also save every prediction as a train-ID PNG,
+            ``<output_dir>/<domain>/<image name>.png`` (``tools/test.py --out``).
+        format_only: only save the predictions (needs ``output_dir``; no ground truth is
+            read and no metric is computed), e.g. for a benchmark server.
         ignore_index, nan_to_num, collect_device, prefix: as for mmseg's ``IoUMetric``.
     """
 
@@ -60,9 +64,9 @@ class DGIoUMetric(IoUMetric):
                  eval_classes: Sequence[str] | None = None,
                  output_file: str | None = None, **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
-        if kwargs.get('format_only') or kwargs.get('output_dir'):
-            raise ValueError('DGIoUMetric does not write predictions; use mmseg IoUMetric '
-                             '(format_only/output_dir) for that')
+        if kwargs.get('format_only') and not kwargs.get('output_dir'):
+            raise ValueError('DGIoUMetric(format_only=True) needs output_dir (where the '
+                             'predictions go)')
         super().__init__(**kwargs)
         if list(self.metrics) != ['mIoU']:
             raise ValueError(f"DGIoUMetric computes mIoU only, got iou_metrics={self.metrics}")
@@ -85,9 +89,26 @@ class DGIoUMetric(IoUMetric):
         num_classes = len(self.dataset_meta['classes'])
         for data_sample in data_samples:
             pred_label = data_sample['pred_sem_seg']['data'].squeeze()
+            domain = self.domain_of(data_sample)
+            if self.output_dir is not None:
+                self._save_prediction(pred_label, data_sample, domain)
+            if self.format_only:
+                continue
             label = data_sample['gt_sem_seg']['data'].squeeze().to(pred_label)
             areas = self.intersect_and_union(pred_label, label, num_classes, self.ignore_index)
-            self.results.append((self.domain_of(data_sample), *areas))
+            self.results.append((domain, *areas))
+
+    def _save_prediction(self, pred_label: torch.Tensor, data_sample: dict,
+                         domain: str) -> None:
+        """Write the (H, W) train-ID prediction as ``<output_dir>/<domain>/<name>.png``."""
+        from PIL import Image
+        out_dir = osp.join(self.output_dir, domain)
+        os.makedirs(out_dir, exist_ok=True)
+        name = osp.splitext(osp.basename(data_sample['img_path']))[0]
+        mask = pred_label.cpu().numpy()
+        if data_sample.get('reduce_zero_label', False):
+            mask = mask + 1
+        Image.fromarray(mask.astype(np.uint8)).save(osp.join(out_dir, f'{name}.png'))
 
     def _domain_order(self, results: list) -> list[str]:
         order = list(self.domains or (self.dataset_meta or {}).get('domains') or [])
@@ -98,6 +119,10 @@ class DGIoUMetric(IoUMetric):
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         logger: MMLogger = MMLogger.get_current_instance()
+        if self.format_only:
+            print_log(f'predictions saved to {osp.abspath(self.output_dir)} (format_only: '
+                      'no metrics)', logger)
+            return OrderedDict()
         class_names = list(self.dataset_meta['classes'])
         if self.eval_classes:
             unknown = set(self.eval_classes) - set(class_names)
