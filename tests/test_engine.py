@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from mfuser.engine.checkpoint import load_trusted_local
+from mfuser.engine.checkpoint import load_trusted_local, skip_pretrained_held_by
 
 
 def test_runner_checkpoint_with_message_hub_loads_weights_only(tmp_path):
@@ -45,6 +45,25 @@ def test_arbitrary_getattr_and_code_are_refused(tmp_path, payload):
         load_trusted_local(str(path))
     with pytest.raises(FileNotFoundError, match='does not exist'):
         load_trusted_local(str(tmp_path / 'missing.pth'))
+
+
+def test_pretrained_files_are_skipped_only_for_parts_the_checkpoint_holds(tmp_path):
+    from mmengine.config import Config
+    cfg = Config(dict(model=dict(
+        backbone=dict(vfm=dict(checkpoint='dinov2.pth'), vlm=dict(checkpoint='eva.pt')),
+        text_encoder=dict(checkpoint='eva.pt'))))
+    path = tmp_path / 'iter_10.pth'
+    # a trained model that holds the VFM and the text tower, but not the VLM image tower
+    torch.save({'meta': {}, 'state_dict': {'backbone.vfm.blocks.0.w': torch.zeros(2),
+                                           'text_encoder.token_embedding.weight': torch.zeros(2),
+                                           'backbone.adapter.0.D': torch.zeros(2)}}, path)
+    cleared = skip_pretrained_held_by(cfg, str(path))
+    assert cleared == ['model.backbone.vfm.checkpoint', 'model.text_encoder.checkpoint']
+    assert cfg.model.backbone.vfm.checkpoint is None and cfg.model.text_encoder.checkpoint is None
+    assert cfg.model.backbone.vlm.checkpoint == 'eva.pt'  # still needed
+    # a config without such keys is left alone
+    bare = Config(dict(model=dict(backbone=dict(type='X'))))
+    assert skip_pretrained_held_by(bare, str(path)) == []
 
 
 def test_curves_from_scalar_log(tmp_path):

@@ -81,6 +81,14 @@ def test_train_test_infer(workspace):
         assert len(os.listdir(workspace / 'preds' / domain)) == 2
     # --show-dir: every test image painted (not mmseg's every 50th), under the work dir
     assert len(os.listdir(osp.join(wd, 'show', 'vis_data', 'vis_image'))) == 6
+    # the trained checkpoint holds the frozen towers: their pretrained files are not needed
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+                '--work-dir', str(workspace / 'wd_towers'), '--cfg-options',
+                'model.backbone.vfm.checkpoint=/nowhere/dinov2.pth',
+                'model.text_encoder.checkpoint=/nowhere/eva02.pt',
+                *[f'test_dataloader.dataset.datasets.{i}.indices=1' for i in range(3)]],
+               cwd=workspace)
+    assert 'model.backbone.vfm.checkpoint: not needed' in proc.stdout
 
     overlays = str(workspace / 'overlays')
     run([osp.join(REPO, 'tools/infer.py'), DEMO, osp.join(wd, 'iter_4.pth'),

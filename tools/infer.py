@@ -78,8 +78,15 @@ def main(argv=None):
     from mmseg.datasets import CityscapesDataset
 
     import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
-
-    model = init_model(inference_config(args.config), args.checkpoint, device=args.device)
+    from mfuser.engine import skip_pretrained_held_by
+    from mfuser.engine.preflight import ConfigCheckError, check_config
+    cfg = inference_config(args.config)
+    skip_pretrained_held_by(cfg, args.checkpoint)  # the towers' files are not needed then
+    try:
+        check_config(cfg, 'infer')
+    except ConfigCheckError as exc:
+        sys.exit(f'error: {exc}')
+    model = init_model(cfg, args.checkpoint, device=args.device)
     palette = (model.dataset_meta or {}).get('palette') or CityscapesDataset.METAINFO[
         'palette']
     os.makedirs(args.out_dir, exist_ok=True)

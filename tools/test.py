@@ -70,7 +70,10 @@ def main(argv=None):
         for evaluator in evaluators:
             evaluator['output_dir'] = args.out
     import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
+    from mfuser.engine import skip_pretrained_held_by
     from mfuser.engine.preflight import ConfigCheckError, check_config
+    for key in skip_pretrained_held_by(cfg, args.checkpoint):
+        print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
     if not args.no_preflight:
         try:
             check_config(cfg, 'test')

@@ -46,21 +46,60 @@ def _history_buffer_getattr(obj, name: str):
     raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
 
 
-def load_trusted_local(filename: str, map_location=None):
-    """``torch.load`` a local runner/weights file with the allow-list above."""
+def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
+    """``torch.load`` a local runner/weights file with the allow-list above (``mmap``: map
+    the tensors instead of reading them, for looking at the keys of a large file)."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file {filename!r} does not exist')
     if os.environ.get('MFUSER_TRUST_CHECKPOINTS') == '1':
-        return torch.load(filename, map_location=map_location, weights_only=False)
+        return torch.load(filename, map_location=map_location, weights_only=False,
+                          mmap=mmap)
     try:
         with torch.serialization.safe_globals(runner_checkpoint_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=True,
+                              mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise pickle.UnpicklingError(
             f'{filename} holds Python objects outside the allow-list for runner '
             f'checkpoints ({exc}). If you trust this file, set MFUSER_TRUST_CHECKPOINTS=1 '
             'to load it with weights_only=False.') from exc
+
+
+# config key naming a pretrained-weights file -> prefix of the weights it fills in the model
+PRETRAINED_PARTS = {
+    'model.backbone.vfm.checkpoint': 'backbone.vfm.',
+    'model.backbone.vlm.checkpoint': 'backbone.vlm.',
+    'model.text_encoder.checkpoint': 'text_encoder.',
+}
+
+
+def skip_pretrained_held_by(cfg, checkpoint: str) -> list[str]:
+    """Set to None the config's pretrained-weight files whose weights ``checkpoint`` holds.
+
+    A trained MFuser checkpoint contains the whole model, frozen towers included, so testing
+    or running inference with it needs neither the DINOv2 nor the CLIP files (and loading
+    them first would only be overwritten). Files whose part the checkpoint lacks (e.g. a
+    release of the trainable parts only) stay in the config and must exist.
+
+    Returns:
+        The config keys that were cleared.
+    """
+    ckpt = load_trusted_local(checkpoint, map_location='cpu', mmap=True)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+    keys = [k[len('module.'):] if k.startswith('module.') else k for k in state]
+    cleared = []
+    for cfg_key, prefix in PRETRAINED_PARTS.items():
+        *parents, leaf = cfg_key.split('.')
+        node = cfg
+        for part in parents:
+            node = node.get(part) if hasattr(node, 'get') else None
+        if not hasattr(node, 'get') or not node.get(leaf):
+            continue
+        if any(k.startswith(prefix) for k in keys):
+            node[leaf] = None
+            cleared.append(cfg_key)
+    return cleared
 
 
 @CheckpointLoader.register_scheme(prefixes='', force=True)

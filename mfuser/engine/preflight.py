@@ -132,6 +132,9 @@ def _typed(node: Mapping, walked: list[str]):
     """The ``type`` of a config dict, or what the Runner builds from an untyped top-level one."""
     if 'type' in node:
         return node['type']
+    if not walked:  # the top level: what mmengine's Runner takes (work_dir, load_from, ...)
+        from mmengine.runner import Runner
+        return Runner
     if len(walked) == 1:
         if walked[0].endswith('_dataloader'):
             from torch.utils.data import DataLoader
@@ -205,10 +208,13 @@ def check_config(cfg, stage: str) -> None:
 
     Args:
         cfg: an mmengine Config.
-        stage: ``'train'`` checks the train and val loaders, ``'test'`` the test loader.
+        stage: ``'train'`` checks the train and val loaders, ``'test'`` the test loader,
+            ``'infer'`` only the weight files.
     """
-    loaders = ('train_dataloader', 'val_dataloader') if stage == 'train' else (
-        'test_dataloader', )
+    if stage not in ('train', 'test', 'infer'):
+        raise ValueError(f"stage must be 'train', 'test' or 'infer', got {stage!r}")
+    loaders = {'train': ('train_dataloader', 'val_dataloader'), 'test': ('test_dataloader', ),
+               'infer': ()}[stage]
     problems = []
     for key in loaders:
         problems += _dataset_problems(cfg, key)

@@ -195,7 +195,7 @@ class CoOpTextEncoder(BaseModule):
 
         if checkpoint is not None:
             from .pretrained import load_text_tower
-            load_text_tower(self, checkpoint, config_key='text_encoder.checkpoint')
+            load_text_tower(self, checkpoint, config_key='model.text_encoder.checkpoint')
         self.requires_grad_(False)
         self.eval()
         print_log(f'CoOpTextEncoder({model_name}): {self.num_classes} classes, width '

@@ -83,7 +83,15 @@ model = dict(
                 ffn_cfg=dict(embed_dims=feat, feedforward_channels=2048, num_fcs=2,
                              ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True))),
             init_cfg=None),
+        # losses (spec section 5): class CE 2.0 with "no object" weighted 0.1 (class_weight
+        # [1.0] * K + [no_object_weight] is filled in), point-sampled mask BCE 5.0 and dice 5.0
         no_object_weight=0.1,
+        loss_cls=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=False, loss_weight=2.0,
+                      reduction='mean'),
+        loss_mask=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, reduction='mean',
+                       loss_weight=5.0),
+        loss_dice=dict(type='mmdet.DiceLoss', use_sigmoid=True, activate=True,
+                       reduction='mean', naive_dice=True, eps=1.0, loss_weight=5.0),
         train_cfg=dict(num_points=12544, oversample_ratio=3.0, importance_sample_ratio=0.75)),
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))

@@ -220,9 +220,11 @@ class FusedEncoder(BaseModule):
 
         # Pretrained weights from local files (never downloaded), then freeze the towers.
         if vfm_ckpt is not None:
-            load_vision_tower(self.vfm, vfm_ckpt, config_key='vfm.checkpoint', role='vfm')
+            load_vision_tower(self.vfm, vfm_ckpt, config_key='model.backbone.vfm.checkpoint',
+                              role='vfm')
         if vlm_ckpt is not None:
-            load_vision_tower(self.vlm, vlm_ckpt, config_key='vlm.checkpoint', role='vlm')
+            load_vision_tower(self.vlm, vlm_ckpt, config_key='model.backbone.vlm.checkpoint',
+                              role='vlm')
         for tower in (self.vfm, self.vlm):
             tower.requires_grad_(False)
             tower.eval()
