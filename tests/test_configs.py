@@ -76,3 +76,15 @@ def test_cityscapes_source_config_targets_bdd_and_mapillary():
     assert cfg.train_dataloader.dataset.dataset.type == 'CityscapesDGDataset'
     targets = [d.type for d in cfg.test_dataloader.dataset.datasets]
     assert targets == ['BDD100KDGDataset', 'MapillaryDataset']
+
+
+@pytest.mark.parametrize('name, protocol', [
+    ('dg_gta_to_cbm.py', 'tqdm/MFuser'), ('dg_gta_to_cbm_rein.py', 'Rein/SoMA'),
+    ('dg_cityscapes_to_bm.py', 'tqdm/MFuser'), ('dg_cityscapes_to_bm_rein.py', 'Rein/SoMA'),
+    ('dg_synthia_to_cbm.py', 'tqdm/MFuser')])
+def test_each_target_set_names_its_evaluation_protocol(name, protocol):
+    cfg = load(osp.join('_base_', 'datasets', name))
+    assert cfg.test_evaluator.protocol.startswith(protocol)
+    if protocol == 'Rein/SoMA':  # half-resolution Mapillary copies, 1024x512
+        mapillary = cfg.test_dataloader.dataset.datasets[-1]
+        assert 'half' in str(mapillary.data_prefix) or 'half' in str(mapillary.data_root)

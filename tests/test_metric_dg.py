@@ -45,7 +45,7 @@ def _run(metric, samples, meta=None):
 
 def test_per_domain_matches_confusion_matrix(tmp_path):
     out = tmp_path / 'res.json'
-    m = DGIoUMetric(output_file=str(out))
+    m = DGIoUMetric(output_file=str(out), protocol='test protocol')
     res = _run(m, [_sample(P1, G1, 'city'), _sample(P3, G3, 'bdd'), _sample(P2, G2, 'city')],
                meta=dict(domains=('city', 'bdd')))
     iou_c, acc_c = _iou_from_confusion([P1, P2], [G1, G2])
@@ -57,6 +57,7 @@ def test_per_domain_matches_confusion_matrix(tmp_path):
     assert res['mean/mIoU'] == pytest.approx(mean, abs=0.02)
     assert res['mIoU'] == res['mean/mIoU']
     rep = json.loads(out.read_text())
+    assert rep['protocol'] == 'test protocol'
     assert list(rep['domains']) == ['city', 'bdd']
     assert rep['domains']['city']['num_samples'] == 2
     for j, c in enumerate(CLASSES):

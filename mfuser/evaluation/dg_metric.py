@@ -52,6 +52,8 @@ class DGIoUMetric(IoUMetric):
         eval_classes: class names the mIoU/mAcc averages use (e.g. the 16 SYNTHIA classes);
             default all. The table always lists every class.
         output_file: JSON path (see above).
+        protocol: free text naming the evaluation protocol (test resolutions), logged with
+            the table and stored in the JSON, since DGSS papers use two that differ.
         output_dir: also save every prediction as a train-ID PNG,
             ``<output_dir>/<domain>/<image name>.png`` (``tools/test.py --out``).
         format_only: only save the predictions (needs ``output_dir``; no ground truth is
@@ -62,7 +64,8 @@ class DGIoUMetric(IoUMetric):
     def __init__(self, domains: Sequence[str] | None = None,
                  domain_prefixes: dict | None = None,
                  eval_classes: Sequence[str] | None = None,
-                 output_file: str | None = None, **kwargs) -> None:
+                 output_file: str | None = None, protocol: str | None = None,
+                 **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
         if kwargs.get('format_only') and not kwargs.get('output_dir'):
             raise ValueError('DGIoUMetric(format_only=True) needs output_dir (where the '
@@ -74,6 +77,7 @@ class DGIoUMetric(IoUMetric):
         self.domain_prefixes = dict(domain_prefixes or {})
         self.eval_classes = list(eval_classes) if eval_classes else None
         self.output_file = output_file
+        self.protocol = protocol
 
     def domain_of(self, data_sample: dict) -> str:
         dom = data_sample.get('domain')
@@ -173,9 +177,12 @@ class DGIoUMetric(IoUMetric):
         for col in table.field_names[1:]:
             table.align[col] = 'r'
         self.last_table = table.get_string()
-        print_log('multi-domain results (IoU per class, %):\n' + self.last_table, logger)
+        proto = f' [protocol: {self.protocol}]' if self.protocol else ''
+        print_log(f'multi-domain results (IoU per class, %){proto}:\n' + self.last_table,
+                  logger)
 
         report = dict(
+            protocol=self.protocol,
             classes=class_names,
             eval_classes=[class_names[j] for j in sel],
             domains={dom: dict(num_samples=m['num_samples'], mIoU=_r(m['mIoU']),

@@ -20,5 +20,7 @@ val_dataloader = dict(
         datasets=[{{_base_.val_bdd100k}}, {{_base_.val_mapillary}}],
         domains=['bdd100k', 'mapillary']))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='DGIoUMetric')
+val_evaluator = dict(
+    type='DGIoUMetric',
+    protocol='tqdm/MFuser: targets resized to 2048x1024 (keep ratio), full-resolution Mapillary')
 test_evaluator = val_evaluator

@@ -20,5 +20,7 @@ val_dataloader = dict(
         datasets=[{{_base_.val_bdd100k_rein}}, {{_base_.val_mapillary_rein}}],
         domains=['bdd100k', 'mapillary']))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='DGIoUMetric')
+val_evaluator = dict(
+    type='DGIoUMetric',
+    protocol='Rein/SoMA: BDD100K 1280x720, Mapillary half-res 1024x512')
 test_evaluator = val_evaluator

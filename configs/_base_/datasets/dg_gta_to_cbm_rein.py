@@ -24,5 +24,7 @@ val_dataloader = dict(
         ],
         domains=['cityscapes', 'bdd100k', 'mapillary']))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='DGIoUMetric')
+val_evaluator = dict(
+    type='DGIoUMetric',
+    protocol='Rein/SoMA: Cityscapes 1024x512, BDD100K 1280x720, Mapillary half-res 1024x512')
 test_evaluator = val_evaluator

@@ -65,5 +65,7 @@ val_dataloader = dict(
                 pipeline=synthetic_test_pipeline),
         ]))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='DGIoUMetric')
+val_evaluator = dict(
+    type='DGIoUMetric',
+    protocol='synthetic demo domains at their generated size')
 test_evaluator = val_evaluator

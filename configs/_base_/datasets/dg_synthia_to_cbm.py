@@ -21,5 +21,7 @@ val_dataloader = dict(
         datasets=[{{_base_.val_cityscapes}}, {{_base_.val_bdd100k}}, {{_base_.val_mapillary}}],
         domains=['cityscapes', 'bdd100k', 'mapillary']))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='DGIoUMetric', eval_classes={{_base_.synthia_eval_classes}})
+val_evaluator = dict(
+    type='DGIoUMetric', eval_classes={{_base_.synthia_eval_classes}},
+    protocol='tqdm/MFuser: targets resized to 2048x1024 (keep ratio), full-resolution Mapillary')
 test_evaluator = val_evaluator
