@@ -137,6 +137,13 @@ def test_kill_and_resume(workspace):
     ckpt = load_trusted_local(osp.join(wd, 'iter_8.pth'))
     assert ckpt['meta']['iter'] == 8 and 'optimizer' in ckpt
 
+    # a fresh run (no --resume) in this work dir would overwrite these: refused, untouched
+    before = {f: os.path.getmtime(osp.join(wd, f)) for f in os.listdir(wd)}
+    proc = run(args, cwd=workspace, check=False)
+    assert proc.returncode != 0
+    assert 'already holds checkpoints' in proc.stderr and '--resume' in proc.stderr
+    assert {f: os.path.getmtime(osp.join(wd, f)) for f in os.listdir(wd)} == before
+
 
 @pytest.mark.slow
 def test_two_process_gloo_training_ranks_agree(workspace):

@@ -30,6 +30,12 @@ else
   touch "$DATA/.complete"
 fi
 
+if [ -f "$WORK_DIR/last_checkpoint" ]; then
+  KEEP="$WORK_DIR.prev-$(date +%Y%m%d_%H%M%S)"
+  say "moving the previous demo run out of the way: $WORK_DIR -> $KEEP"
+  mv "$WORK_DIR" "$KEEP"
+fi
+
 say "2/4 training $CONFIG on the CPU (progress every 20 iterations; validation on the unseen domains every 200)"
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" "$@"
 CKPT="$WORK_DIR/$(cat "$WORK_DIR/last_checkpoint" | xargs basename)"

@@ -22,6 +22,9 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from the latest checkpoint in the work dir, or from '
                         'the checkpoint file given')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='start afresh in a work dir that already holds checkpoints '
+                        '(they are replaced); without it such a run stops with an error')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--no-preflight', action='store_true',
                         help='skip the check for data roots and weight files')
@@ -69,9 +72,23 @@ def build_config(args) -> Config:
     return cfg
 
 
+def earlier_checkpoints(work_dir: str) -> list[str]:
+    """Checkpoint files a fresh run in ``work_dir`` would overwrite."""
+    if not osp.isdir(work_dir):
+        return []
+    return sorted(f for f in os.listdir(work_dir)
+                  if f.endswith('.pth') or f == 'last_checkpoint')
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
+    found = earlier_checkpoints(cfg.work_dir)
+    if found and not cfg.get('resume') and not args.overwrite:
+        sys.exit(f'error: work dir {cfg.work_dir!r} already holds checkpoints of an earlier run '
+                 f'({", ".join(found[:4])}{", ..." if len(found) > 4 else ""}), which a new '
+                 'run would overwrite. Continue that run with --resume, pick another '
+                 '--work-dir, or pass --overwrite to start afresh there.')
     import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
     from mfuser.engine.preflight import ConfigCheckError, check_config
     if not args.no_preflight:
