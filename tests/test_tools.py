@@ -164,6 +164,22 @@ def test_two_process_gloo_training_ranks_agree(workspace):
     assert 'Distributed training: True' in log and 'GPU number: 2' in log  # mmengine's wording
     assert osp.isfile(osp.join(wd, 'iter_3.pth'))
 
+    # distributed testing gathers every rank's samples: same table as one process
+    ckpt = osp.join(wd, 'iter_3.pth')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         '--master_port=29534', osp.join(REPO, 'tools/test.py'), DEMO, ckpt,
+         '--launcher', 'pytorch', '--work-dir', str(workspace / 'wd_ddp_test')],
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    dist = json.load(open(osp.join(last_run_dir(workspace / 'wd_ddp_test'), 'dg_results.json')))
+    run([osp.join(REPO, 'tools/test.py'), DEMO, ckpt, '--work-dir',
+         str(workspace / 'wd_single_test')], cwd=workspace)
+    single = json.load(open(osp.join(last_run_dir(workspace / 'wd_single_test'),
+                                     'dg_results.json')))
+    assert [d['num_samples'] for d in dist['domains'].values()] == [2, 2, 2]
+    assert dist['domains'] == single['domains'] and dist['mean'] == single['mean']
+
 
 def test_full_config_without_data_or_weights_fails_fast(tmp_path):
     t0 = time.time()
