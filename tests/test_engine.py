@@ -82,3 +82,63 @@ def test_curves_from_scalar_log(tmp_path):
     assert plot_curves(str(log), str(png)) == str(png)
     assert png.stat().st_size > 1000
     assert plot_curves(str(tmp_path / 'none.json'), str(png)) is None
+
+
+def test_preflight_names_usable_keys_and_the_converter(tmp_path):
+    from mmengine.config import Config
+
+    from mfuser.engine.preflight import ConfigCheckError, check_cfg_options, check_config
+    root = tmp_path / 'mapillary'
+    (root / 'half' / 'val_img').mkdir(parents=True)  # images there, labels not converted
+    cfg = Config(dict(test_dataloader=dict(dataset=dict(type='MultiDomainDataset', datasets=[
+        dict(type='BDD100KDGDataset', data_root=str(tmp_path / 'nowhere')),
+        dict(type='MapillaryDataset', data_root=str(root), half_res=True,
+             data_prefix=dict(img_path='half/val_img', seg_map_path='half/val_label'))]))))
+    with pytest.raises(ConfigCheckError) as info:
+        check_config(cfg, 'test')
+    msg = str(info.value)
+    assert f'mapillary.py {root} --half-res`' in msg
+    # the suggested override is one that --cfg-options accepts
+    key = 'test_dataloader.dataset.datasets.0.data_root'
+    assert f'--cfg-options {key}=/your/path' in msg
+    check_cfg_options(cfg, {key: '/data/bdd100k'})
+
+
+def test_checkpoint_mismatch_lists_missing_unexpected_and_reshaped(tmp_path):
+    from mfuser.engine.checkpoint import (
+        CheckpointError,
+        checkpoint_mismatch,
+        require_matching_checkpoint,
+    )
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    good = tmp_path / 'good.pth'
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, good)
+    assert checkpoint_mismatch(model, str(good)) is None
+    bare = tmp_path / 'bare.pth'  # a plain state dict, DDP-prefixed
+    torch.save({f'module.{k}': v for k, v in model.state_dict().items()}, bare)
+    assert checkpoint_mismatch(model, str(bare)) is None
+
+    state = model.state_dict()
+    state.pop('1.bias')
+    state['0.weight'] = torch.zeros(5, 3)
+    state['2.weight'] = torch.zeros(1)
+    bad = tmp_path / 'bad.pth'
+    torch.save({'state_dict': state}, bad)
+    with pytest.raises(CheckpointError) as info:
+        require_matching_checkpoint(model, str(bad))
+    msg = str(info.value)
+    assert '1 weights of the model are not in it: 1.bias' in msg
+    assert 'not in the model: 2.weight' in msg
+    assert '0.weight (5, 3) vs (4, 3)' in msg
+
+
+def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
+    from mfuser.engine.checkpoint import CheckpointError, read_state_dict
+    png = tmp_path / 'photo.png'
+    png.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64))
+    with pytest.raises(CheckpointError, match='not a PyTorch checkpoint'):
+        load_trusted_local(str(png))
+    notes = tmp_path / 'notes.pth'
+    torch.save({'epoch': 3}, notes)
+    with pytest.raises(CheckpointError, match='no model weights'):
+        read_state_dict(str(notes))

@@ -89,6 +89,24 @@ def test_train_test_infer(workspace):
                 *[f'test_dataloader.dataset.datasets.{i}.indices=1' for i in range(3)]],
                cwd=workspace)
     assert 'model.backbone.vfm.checkpoint: not needed' in proc.stdout
+    # a checkpoint that does not fit the config is refused, not tested half-random
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+                '--work-dir', str(workspace / 'wd_mismatch'), '--cfg-options',
+                'model.backbone.adapter.d_state=4'], cwd=workspace, check=False)
+    assert proc.returncode != 0 and 'does not fit the model' in proc.stderr
+    assert 'adapter.0.A_log' in proc.stderr
+    # infer.py takes a bare state dict too, and refuses a file that is no checkpoint
+    import torch
+    ckpt = torch.load(osp.join(wd, 'iter_4.pth'), map_location='cpu', weights_only=False)
+    torch.save(ckpt['state_dict'], workspace / 'bare.pth')
+    image = 'data/synthetic/cityscapes/leftImg8bit/val'
+    run([osp.join(REPO, 'tools/infer.py'), DEMO, str(workspace / 'bare.pth'), image,
+         '--limit', '1', '--out-dir', str(workspace / 'overlays_bare')], cwd=workspace)
+    assert len(os.listdir(workspace / 'overlays_bare')) == 2
+    (workspace / 'photo.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64))
+    proc = run([osp.join(REPO, 'tools/infer.py'), DEMO, str(workspace / 'photo.png'), image,
+                '--out-dir', str(workspace / 'overlays_png')], cwd=workspace, check=False)
+    assert proc.returncode != 0 and 'not a PyTorch checkpoint' in proc.stderr
 
     overlays = str(workspace / 'overlays')
     run([osp.join(REPO, 'tools/infer.py'), DEMO, osp.join(wd, 'iter_4.pth'),
@@ -143,6 +161,11 @@ def test_kill_and_resume(workspace):
     assert proc.returncode != 0
     assert 'already holds checkpoints' in proc.stderr and '--resume' in proc.stderr
     assert {f: os.path.getmtime(osp.join(wd, f)) for f in os.listdir(wd)} == before
+    # resuming with a config that builds another model is refused with the reason
+    proc = run([*args[:4], '--resume', *args[4:], 'model.backbone.adapter.d_state=4'],
+               cwd=workspace, check=False)
+    assert proc.returncode != 0 and 'cannot resume' in proc.stderr
+    assert 'have another shape' in proc.stderr
 
 
 @pytest.mark.slow

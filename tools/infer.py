@@ -74,21 +74,28 @@ def main(argv=None):
     images = list_images(args.inputs, args.limit)
     if not images:
         sys.exit('error: no images found in ' + ', '.join(args.inputs))
+    from mmengine.runner import load_checkpoint
     from mmseg.apis import inference_model, init_model
     from mmseg.datasets import CityscapesDataset
 
     import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
-    from mfuser.engine import skip_pretrained_held_by
+    from mfuser.engine import CheckpointError, require_matching_checkpoint, skip_pretrained_held_by
     from mfuser.engine.preflight import ConfigCheckError, check_config
     cfg = inference_config(args.config)
-    skip_pretrained_held_by(cfg, args.checkpoint)  # the towers' files are not needed then
     try:
+        for key in skip_pretrained_held_by(cfg, args.checkpoint):
+            print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
         check_config(cfg, 'infer')
-    except ConfigCheckError as exc:
+        model = init_model(cfg, None, device='cpu')
+        require_matching_checkpoint(model, args.checkpoint)
+    except (CheckpointError, ConfigCheckError) as exc:
         sys.exit(f'error: {exc}')
-    model = init_model(cfg, args.checkpoint, device=args.device)
-    palette = (model.dataset_meta or {}).get('palette') or CityscapesDataset.METAINFO[
-        'palette']
+    ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    meta = (ckpt.get('meta') or {}).get('dataset_meta') or {}
+    model.dataset_meta = dict(classes=meta.get('classes', CityscapesDataset.METAINFO['classes']),
+                              palette=meta.get('palette', CityscapesDataset.METAINFO['palette']))
+    model.to(args.device).eval()
+    palette = model.dataset_meta['palette']
     os.makedirs(args.out_dir, exist_ok=True)
     for i, path in enumerate(images, 1):
         result = inference_model(model, path)

@@ -70,10 +70,13 @@ def main(argv=None):
         for evaluator in evaluators:
             evaluator['output_dir'] = args.out
     import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
-    from mfuser.engine import skip_pretrained_held_by
+    from mfuser.engine import CheckpointError, require_matching_checkpoint, skip_pretrained_held_by
     from mfuser.engine.preflight import ConfigCheckError, check_config
-    for key in skip_pretrained_held_by(cfg, args.checkpoint):
-        print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
+    try:
+        for key in skip_pretrained_held_by(cfg, args.checkpoint):
+            print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
+    except CheckpointError as exc:
+        sys.exit(f'error: {exc}')
     if not args.no_preflight:
         try:
             check_config(cfg, 'test')
@@ -82,6 +85,10 @@ def main(argv=None):
     from mfuser.engine import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg)
+    try:  # mmengine loads it non-strictly: a mismatch would test a partly random model
+        require_matching_checkpoint(runner.model, args.checkpoint)
+    except CheckpointError as exc:
+        sys.exit(f'error: {exc}')
     runner.test()
     if args.show_dir:
         runner.logger.info('painted predictions (ground truth | prediction) saved to '

@@ -99,6 +99,16 @@ def main(argv=None):
     from mfuser.engine import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if cfg.get('resume'):  # mmengine resumes non-strictly; a mismatch fails later, obscurely
+        from mmengine.runner import find_latest_checkpoint
+
+        from mfuser.engine import CheckpointError, require_matching_checkpoint
+        path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+        if path:
+            try:
+                require_matching_checkpoint(runner.model, path)
+            except CheckpointError as exc:
+                sys.exit(f'error: cannot resume: {exc}')
     runner.train()
     print_log(f'checkpoints and logs: {osp.abspath(cfg.work_dir)}', logger='current')
 

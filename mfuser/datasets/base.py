@@ -46,12 +46,17 @@ class StreetSceneDataset(BaseSegDataset):
             data_prefix = {k: v.format(split=s) for k, v in self.DEFAULT_PREFIX.items()}
         super().__init__(data_prefix=data_prefix, **kwargs)
 
+    def _converter_args(self) -> str:
+        """Extra converter arguments this data set's layout needs (e.g. `` --half-res``)."""
+        return ''
+
     def _hint(self) -> str:
         root = self.data_root or self.DEFAULT_ROOT
         msg = (f' Put the {self.NAME} data set (or a symlink to it) at {root!r} with the layout '
                'described in data/README.md')
         if self.CONVERTER:
-            msg += f', then run `{self.CONVERTER} {root}` to create the train-ID labels'
+            msg += (f', then run `{self.CONVERTER} {root}{self._converter_args()}` to create '
+                    'the train-ID labels')
         return msg + '.'
 
     def load_data_list(self) -> list[dict]:

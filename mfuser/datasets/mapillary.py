@@ -36,6 +36,5 @@ class MapillaryDataset(StreetSceneDataset):
         super().__init__(split=split, data_prefix=data_prefix, img_suffix=img_suffix,
                          seg_map_suffix=seg_map_suffix, **kwargs)
 
-    def _hint(self) -> str:
-        hint = super()._hint()
-        return hint[:-1] + ' --half-res.' if self.half_res else hint
+    def _converter_args(self) -> str:
+        return ' --half-res' if self.half_res else ''

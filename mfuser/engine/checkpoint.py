@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 import pickle
+import zipfile
 
 import numpy as np
 import torch
@@ -46,12 +47,24 @@ def _history_buffer_getattr(obj, name: str):
     raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that is not one, or that does not fit the model."""
+
+
 def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
     """``torch.load`` a local runner/weights file with the allow-list above (``mmap``: map
-    the tensors instead of reading them, for looking at the keys of a large file)."""
+    the tensors instead of reading them, for looking at the keys of a large file; files in
+    the legacy non-zip format are read normally)."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint file {filename!r} does not exist')
+    is_zip = zipfile.is_zipfile(filename)
+    with open(filename, 'rb') as f:
+        is_pickle = f.read(1) == b'\x80'
+    if not (is_zip or is_pickle):
+        raise CheckpointError(f'{filename}: not a PyTorch checkpoint (neither a torch.save '
+                              'archive nor a pickle)')
+    mmap = mmap and is_zip
     if os.environ.get('MFUSER_TRUST_CHECKPOINTS') == '1':
         return torch.load(filename, map_location=map_location, weights_only=False,
                           mmap=mmap)
@@ -64,6 +77,58 @@ def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
             f'{filename} holds Python objects outside the allow-list for runner '
             f'checkpoints ({exc}). If you trust this file, set MFUSER_TRUST_CHECKPOINTS=1 '
             'to load it with weights_only=False.') from exc
+
+
+def read_state_dict(filename: str) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint (runner checkpoint or bare state dict), memory-mapped
+    where possible, with a DDP ``module.`` prefix removed."""
+    ckpt = load_trusted_local(filename, map_location='cpu', mmap=True)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise CheckpointError(f'{filename}: no model weights in it (expected a runner '
+                              "checkpoint with 'state_dict' or a name -> tensor dict)")
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def checkpoint_mismatch(model: torch.nn.Module, filename: str) -> str | None:
+    """Why the weights in ``filename`` do not fit ``model`` exactly, or None if they do."""
+    from mmengine.model import is_model_wrapper
+    if is_model_wrapper(model):
+        model = model.module
+    state = read_state_dict(filename)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} in the model'
+                for k in own if k in state and state[k].shape != own[k].shape]
+
+    def some(names):
+        return ', '.join(names[:5]) + (f', ... ({len(names)} in all)' if len(names) > 5 else '')
+
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} weights of the model are not in it: {some(missing)}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} of its weights are not in the model: '
+                        f'{some(unexpected)}')
+    if reshaped:
+        problems.append(f'{len(reshaped)} have another shape: {some(reshaped)}')
+    return '; '.join(problems) or None
+
+
+def require_matching_checkpoint(model: torch.nn.Module, filename: str) -> None:
+    """Raise :class:`CheckpointError` unless ``filename`` holds exactly ``model``'s weights.
+
+    mmengine loads test checkpoints and resumes non-strictly, which would silently evaluate
+    a model that is partly random when the config and the checkpoint disagree.
+    """
+    problem = checkpoint_mismatch(model, filename)
+    if problem:
+        raise CheckpointError(
+            f'{filename} does not fit the model the config builds: {problem}. Use the config '
+            'the checkpoint was trained with (its copy is in the run directory of that work '
+            'dir), or fix the --cfg-options that change the model.')
 
 
 # config key naming a pretrained-weights file -> prefix of the weights it fills in the model
@@ -85,9 +150,7 @@ def skip_pretrained_held_by(cfg, checkpoint: str) -> list[str]:
     Returns:
         The config keys that were cleared.
     """
-    ckpt = load_trusted_local(checkpoint, map_location='cpu', mmap=True)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
-    keys = [k[len('module.'):] if k.startswith('module.') else k for k in state]
+    keys = list(read_state_dict(checkpoint))
     cleared = []
     for cfg_key, prefix in PRETRAINED_PARTS.items():
         *parents, leaf = cfg_key.split('.')

@@ -27,7 +27,7 @@ def _walk(node, path: str):
             yield from _walk(value, f'{path}.{key}' if path else str(key))
     elif isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
         for i, value in enumerate(node):
-            yield from _walk(value, f'{path}[{i}]')
+            yield from _walk(value, f'{path}.{i}')  # mmengine's --cfg-options syntax
 
 
 def _dataset_problems(cfg, loader_key: str) -> list[str]:
@@ -54,8 +54,18 @@ def _dataset_problems(cfg, loader_key: str) -> list[str]:
                 full = osp.join(root, sub)
                 if not osp.isdir(full):
                     problems.append(f'{path}.data_prefix.{kind}: {full!r} does not exist '
-                                    '(wrong split or layout? see data/README.md).')
+                                    f'({_layout_hint(node, root, kind)}).')
     return problems
+
+
+def _layout_hint(node: Mapping, root: str, kind: str) -> str:
+    """What to do about a missing image / label folder of the data set ``node`` configures."""
+    converter = getattr(_registered(node.get('type')), 'CONVERTER', None)
+    if kind == 'seg_map_path' and converter:
+        extra = ' --half-res' if node.get('half_res') else ''
+        return (f'labels not converted yet? run `{converter} {root}{extra}`; '
+                'else see data/README.md for the layout')
+    return 'wrong split or layout? see data/README.md'
 
 
 def _weight_problems(cfg) -> list[str]:
