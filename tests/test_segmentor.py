@@ -162,6 +162,16 @@ def test_mismatched_class_counts_and_widths_are_clear_errors():
     cfg['text_encoder']['embed_dim'] = 16
     with pytest.raises(ValueError, match='width'):
         MODELS.build(cfg)
+    # a swapped tower changes widths: the error names the keys to set and their values
+    cfg = tiny_mfuser_cfg()
+    cfg['decode_head']['in_channels'] = [48] * 4
+    cfg['decode_head']['text_dim'] = 16
+    cfg['context_decoder']['visual_dim'] = 16
+    with pytest.raises(ValueError) as info:
+        MODELS.build(cfg)
+    msg = str(info.value)
+    assert 'set decode_head.in_channels=[64, 64, 64, 64]' in msg
+    assert 'set decode_head.text_dim=24' in msg and 'set context_decoder.visual_dim=24' in msg
     cfg = tiny_mfuser_cfg(test_cfg=dict(mode='tiles'))
     model = MODELS.build(cfg).eval()
     data = model.data_preprocessor(batch(n=1), training=False)

@@ -94,6 +94,7 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
         self.num_heads = transformer_decoder.layer_cfg.cross_attn_cfg.num_heads
         self.num_transformer_decoder_layers = transformer_decoder.num_layers
 
+        self.in_channels, self.text_dim = list(in_channels), text_dim
         pixel_decoder = dict(copy.deepcopy(pixel_decoder))
         pixel_decoder.setdefault('type', 'TextMSDeformAttnPixelDecoder')
         pixel_decoder.update(in_channels=list(in_channels), strides=list(strides),

@@ -82,6 +82,7 @@ class MFuser(EncoderDecoder):
         if backbone_dim != embed_dim:
             raise ValueError(f'backbone embedding width {backbone_dim} != text embedding '
                              f'width {embed_dim}: the VLM vision and text towers must match')
+        self._check_widths(embed_dim)
         self.tau = tau
         self.contexts = nn.Parameter(torch.empty(1, n_ctx, self.text_encoder.width))
         nn.init.trunc_normal_(self.contexts, std=0.02)
@@ -93,6 +94,26 @@ class MFuser(EncoderDecoder):
         else:
             raise ValueError(f"gamma_init must be 'reference' or a number, got {gamma_init!r}")
         self.loss_vl = MODELS.build(loss_vl) if loss_vl is not None else None
+
+    def _check_widths(self, embed_dim: int) -> None:
+        """The head and the MTEnhancer must take the widths the encoders give (swapping a
+        tower changes them); say which config key to set instead of failing in a matmul."""
+        problems = []
+        out = list(getattr(self.backbone, 'out_channels', None) or [])
+        head_in = getattr(self.decode_head, 'in_channels', None)
+        if out and head_in is not None and list(head_in) != out:
+            problems.append(f'decode_head.in_channels is {list(head_in)} but the backbone '
+                            f'gives {out} (VFM width + VLM width per level): set '
+                            f'decode_head.in_channels={out}')
+        for key, width in (('decode_head.text_dim', getattr(self.decode_head, 'text_dim', None)),
+                           ('context_decoder.visual_dim',
+                            getattr(self.context_decoder, 'visual_dim', None))):
+            if width is not None and width != embed_dim:
+                problems.append(f'{key} is {width} but the VLM embedding width is {embed_dim}: '
+                                f'set {key}={embed_dim}')
+        if problems:
+            raise ValueError('the model config does not fit its towers:\n  - ' +
+                             '\n  - '.join(problems))
 
     def train(self, mode: bool = True):
         super().train(mode)
