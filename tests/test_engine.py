@@ -142,3 +142,20 @@ def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
     torch.save({'epoch': 3}, notes)
     with pytest.raises(CheckpointError, match='no model weights'):
         read_state_dict(str(notes))
+
+
+def test_preflight_reports_backend_and_amp_this_machine_cannot_run(tmp_path, monkeypatch):
+    from mmengine.config import Config
+
+    from mfuser.engine.preflight import ConfigCheckError, check_config
+    cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale='dynamic')))
+    monkeypatch.setenv('MFUSER_SCAN_BACKEND', 'mamba_ssm')
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU-only case')
+    with pytest.raises(ConfigCheckError) as info:
+        check_config(cfg, 'train')
+    msg = str(info.value)
+    assert '$MFUSER_SCAN_BACKEND=mamba_ssm' in msg
+    assert 'AmpOptimWrapper needs a GPU' in msg
+    monkeypatch.setenv('MFUSER_SCAN_BACKEND', 'cpp')
+    check_config(Config(dict()), 'test')  # available here: no complaint

@@ -123,3 +123,9 @@ def test_format_only_needs_no_ground_truth_and_an_output_dir(tmp_path):
     del sample['gt_sem_seg']
     assert _run(m, [sample]) == {}
     assert (np.asarray(Image.open(tmp_path / 'p' / 'map' / 'y.png')) == np.asarray(P2)).all()
+
+
+def test_unknown_eval_classes_fail_when_the_data_set_is_attached():
+    m = DGIoUMetric(eval_classes=['a', 'trucks'])
+    with pytest.raises(ValueError, match=r"eval_classes \['trucks'\] are not classes"):
+        m.dataset_meta = dict(classes=CLASSES)

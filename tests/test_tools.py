@@ -261,7 +261,10 @@ def test_check_cfg_options_accepts_constructor_arguments_the_config_leaves_out()
     for key, hint in [('test_dataloader.dataset.datasets.0.indics', 'indices'),
                       ('train_dataloader.pin_memry', 'pin_memory'),
                       ('randomness.determinstic', 'deterministic'),
-                      ('train_cfg.max_iter', 'max_iters')]:
+                      ('train_cfg.max_iter', 'max_iters'),
+                      ('model.test_cfg.stide', 'stride'),  # settings read without a type
+                      ('model.decode_head.train_cfg.num_point', 'num_points'),
+                      ('env_cfg.cudnn_benchmrk', 'cudnn_benchmark')]:
         with pytest.raises(ConfigCheckError, match=f"no key '{key.split('.')[-1]}'.*{hint}"):
             check_cfg_options(cfg, {key: 1})
 

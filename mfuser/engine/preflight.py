@@ -68,6 +68,25 @@ def _layout_hint(node: Mapping, root: str, kind: str) -> str:
     return 'wrong split or layout? see data/README.md'
 
 
+def _runtime_problems(cfg, stage: str) -> list[str]:
+    """A forced selective-scan backend or AMP that cannot run on this machine's device."""
+    import torch
+
+    from mfuser.ops.selective_scan import ENV_VAR, active_backend
+    problems = []
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if os.environ.get(ENV_VAR, 'auto').strip().lower() not in ('', 'auto'):
+        try:
+            active_backend(device)
+        except (RuntimeError, ValueError) as exc:
+            problems.append(f'${ENV_VAR}={os.environ[ENV_VAR]}: {exc}')
+    wrapper = cfg.get('optim_wrapper') or {}
+    if stage == 'train' and wrapper.get('type') == 'AmpOptimWrapper' and device == 'cpu':
+        problems.append('--amp / AmpOptimWrapper needs a GPU (mmengine runs mixed precision on '
+                        'CUDA, NPU, MLU or MUSA devices only); train in fp32 on the CPU.')
+    return problems
+
+
 def _weight_problems(cfg) -> list[str]:
     problems = []
     for path, node in _walk(cfg.get('model', {}), 'model'):
@@ -158,6 +177,25 @@ def _typed(node: Mapping, walked: list[str]):
     return None
 
 
+# settings the code reads from dicts without a ``type`` (walked path suffix -> keys)
+_SETTINGS = {
+    ('model', 'test_cfg'): {'mode', 'crop_size', 'stride'},
+    ('decode_head', 'train_cfg'): {'num_points', 'oversample_ratio', 'importance_sample_ratio'},
+    ('env_cfg', ): {'cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit'},
+    ('env_cfg', 'mp_cfg'): {'mp_start_method', 'opencv_num_threads'},
+}
+
+
+def _known_keys(walked: list[str], part: str) -> set[str]:
+    """Keys a free-form dict at ``walked`` takes: the known list, else anything (``part``)."""
+    for suffix, keys in _SETTINGS.items():
+        if tuple(walked[-len(suffix):]) == suffix and (
+                suffix[0] != 'env_cfg' or walked[0] == 'env_cfg') and (
+                suffix[0] != 'model' or len(walked) == 2):
+            return keys
+    return {part}
+
+
 def _accepts(type_, name: str) -> bool:
     """Whether the constructor that ``type_`` names takes ``name`` (True when unknowable)."""
     target = _registered(type_)
@@ -195,11 +233,14 @@ def check_cfg_options(cfg, options: Mapping | None) -> None:
                 break  # a constructor argument the config leaves at its default
             elif isinstance(node, Mapping) and last and walked and \
                     _typed(node, walked) is None and \
-                    (walked[-1] in free_form or walked[-1].endswith('_cfg')):
+                    (walked[-1] in free_form or walked[-1].endswith('_cfg')) and \
+                    part in _known_keys(walked, part):
                 break  # a new setting in a free-form dict
             else:
                 where = '.'.join(walked) or 'the config'
                 keys = list(node.keys()) if isinstance(node, Mapping) else []
+                if isinstance(node, Mapping) and walked:
+                    keys = sorted(set(keys) | (_known_keys(walked, '') - {''}))
                 if isinstance(node, Mapping) and _typed(node, walked) is not None:
                     target = _registered(_typed(node, walked))
                     keys = sorted(set(keys) | (_init_arguments(target)[0] if target else set()))
@@ -214,7 +255,8 @@ def check_cfg_options(cfg, options: Mapping | None) -> None:
 
 
 def check_config(cfg, stage: str) -> None:
-    """Raise :class:`ConfigCheckError` listing every missing data root / weight file.
+    """Raise :class:`ConfigCheckError` listing every missing data root / weight file (and a
+    forced scan backend or AMP this machine cannot run).
 
     Args:
         cfg: an mmengine Config.
@@ -229,6 +271,7 @@ def check_config(cfg, stage: str) -> None:
     for key in loaders:
         problems += _dataset_problems(cfg, key)
     problems += _weight_problems(cfg)
+    problems += _runtime_problems(cfg, stage)
     if problems:
         raise ConfigCheckError('the config cannot run on this machine:\n  - ' +
                                '\n  - '.join(problems))

@@ -79,6 +79,21 @@ class DGIoUMetric(IoUMetric):
         self.output_file = output_file
         self.protocol = protocol
 
+    @property
+    def dataset_meta(self) -> dict | None:
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, meta: dict | None) -> None:
+        """Set by the loop when it is built: a wrong ``eval_classes`` fails then, not after
+        the whole evaluation."""
+        if meta and getattr(self, 'eval_classes', None):
+            unknown = [c for c in self.eval_classes if c not in meta.get('classes', ())]
+            if unknown:
+                raise ValueError(f'eval_classes {unknown} are not classes of the data set '
+                                 f'({list(meta.get("classes", ()))})')
+        self._dataset_meta = meta
+
     def domain_of(self, data_sample: dict) -> str:
         dom = data_sample.get('domain')
         if dom:
