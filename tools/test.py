@@ -8,7 +8,7 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 
@@ -37,23 +37,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.config):
-        sys.exit(f'error: config file {args.config!r} not found')
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint!r} not found')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        from mfuser.engine.preflight import ConfigCheckError, check_cfg_options
-        try:
-            check_cfg_options(cfg, args.cfg_options)
-        except ConfigCheckError as exc:
-            sys.exit(f'error: {exc}')
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    from mfuser.engine.preflight import ConfigCheckError, load_config
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    except ConfigCheckError as exc:
+        sys.exit(f'error: {exc}')
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show_dir:

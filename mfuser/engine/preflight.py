@@ -254,6 +254,29 @@ def check_cfg_options(cfg, options: Mapping | None) -> None:
         raise ConfigCheckError('unknown config keys:\n  - ' + '\n  - '.join(problems))
 
 
+def load_config(path: str, cfg_options: Mapping | None = None,
+                work_dir: str | None = None, launcher: str = 'none'):
+    """Read a config the way the tools do: ``--cfg-options`` checked then merged, ``launcher``
+    set, ``work_dir`` from the argument, else the config, else ``./work_dirs/<config name>``.
+
+    Raises:
+        ConfigCheckError: the file does not exist or an option names an unknown key.
+    """
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        raise ConfigCheckError(f'config file {path!r} not found')
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        check_cfg_options(cfg, cfg_options)
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
 def check_config(cfg, stage: str) -> None:
     """Raise :class:`ConfigCheckError` listing every missing data root / weight file (and a
     forced scan backend or AMP this machine cannot run).

@@ -25,6 +25,7 @@ import time
 from unittest import mock
 
 import torch
+from table import print_table  # tools/analysis/table.py
 from torch.utils.flop_counter import FlopCounterMode
 
 from mfuser.models.adapters import ConcatAttentionAdapter, SeparateAttentionAdapter
@@ -113,15 +114,6 @@ def train_step(m, tokens, d_model, batch):
         x = torch.randn(batch, tokens, d_model, requires_grad=True)
         m(x, n_first=tokens // 2).square().mean().backward()
     return fn
-
-
-def print_table(title, headers, rows):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    print(f'\n{title}')
-    print('| ' + ' | '.join(str(h).ljust(w) for h, w in zip(headers, widths)) + ' |')
-    print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
-    for r in rows:
-        print('| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |')
 
 
 def main(argv=None):

@@ -72,7 +72,9 @@ def main(argv=None):
                      timed(lambda: enc.vlm.forward_features(padded), args.repeats),
                      count(enc.vlm), 0))
         adapters = count(enc.adapter) if enc.adapter is not None else 0
-        rows.append(('fused encoder (towers + 24 MVFusers + necks)',
+        n_adapters = len(enc.adapter) if enc.adapter is not None else 0
+        kind = type(enc.adapter[0]).__name__ if n_adapters else 'adapter'
+        rows.append((f'fused encoder (towers + {n_adapters} {kind}s + necks)',
                      timed(lambda: enc(x), args.repeats), count(enc), count(enc, True)))
         rows.append(('whole MFuser (+ text, MTEnhancer, head)',
                      timed(lambda: model.encode_decode(x, [dict(img_shape=x.shape[-2:])]),
@@ -85,7 +87,7 @@ def main(argv=None):
     print('|---|---|---|---|---|')
     for name, sec, n, t in rows:
         print(f'| {name} | {sec:.2f} | {sec / alone:.2f}x | {n / 1e6:.1f} M | {t / 1e6:.2f} M |')
-    print(f'\nadapters: {adapters / 1e6:.2f} M ({adapters // len(enc.adapter):,} each); '
+    print(f'\nadapters: {adapters / 1e6:.2f} M ({adapters // max(n_adapters, 1):,} each); '
           f'head: {count(model.decode_head) / 1e6:.2f} M; MTEnhancer stack: '
           f'{count(model.context_decoder) / 1e6:.2f} M; text encoder: '
           f'{count(model.text_encoder) / 1e6:.1f} M (frozen)')

@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from table import print_table  # tools/analysis/table.py
 
 from mfuser.ops import selective_scan as ss
 
@@ -87,15 +88,6 @@ def indexing_loop_fn(**kw):
     return torch.stack(ys, dim=2) + u * D[:, None]
 
 
-def print_table(title, rows, headers):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    print(f'\n{title}')
-    print('| ' + ' | '.join(str(h).ljust(w) for h, w in zip(headers, widths)) + ' |')
-    print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
-    for r in rows:
-        print('| ' + ' | '.join(str(c).ljust(w) for c, w in zip(r, widths)) + ' |')
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--batch', type=int, default=2)
@@ -128,8 +120,8 @@ def main(argv=None):
         err = (y - y_ref).abs().max().item()
         rows.append((f'{name} (max |dy| {err:.1e})', f'{t[0]:.3f}', f'{t[1]:.3f}',
                      f'{sum(t):.3f}', f'{sum(base) / sum(t):.1f}x'))
-    print_table(f'fwd+bwd seconds, {shape}', rows,
-                ['implementation', 'forward s', 'backward s', 'total s', 'speed-up vs loop'])
+    print_table(f'fwd+bwd seconds, {shape}',
+                ['implementation', 'forward s', 'backward s', 'total s', 'speed-up vs loop'], rows)
 
     if args.mamba_ref_length:
         fn, err = mamba_ref_fn()
@@ -145,8 +137,8 @@ def main(argv=None):
                         ('cpp', backend_fn('cpp'))):
             t = time_fwd_bwd(f, inputs, max(1, args.repeats - 1))
             rows.append((name, f'{t[0]:.3f}', f'{t[1]:.3f}', f'{sum(t):.3f}'))
-        print_table(f'fwd+bwd seconds at L={small_len}', rows,
-                    ['implementation', 'forward s', 'backward s', 'total s'])
+        print_table(f'fwd+bwd seconds at L={small_len}',
+                    ['implementation', 'forward s', 'backward s', 'total s'], rows)
 
 
 if __name__ == '__main__':
