@@ -184,25 +184,38 @@ _SETTINGS = {
     ('env_cfg', ): {'cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit'},
     ('env_cfg', 'mp_cfg'): {'mp_start_method', 'opencv_num_threads'},
 }
+# dicts without a ``type`` that take free-form settings (timm / open_clip overrides, *_cfg)
+_FREE_FORM = ('vfm', 'vlm', 'text_cfg', 'train_cfg', 'test_cfg', 'cfg', 'env_cfg')
 
 
-def _known_keys(walked: list[str], part: str) -> set[str]:
-    """Keys a free-form dict at ``walked`` takes: the known list, else anything (``part``)."""
+def _settings(walked: list[str]) -> set[str] | None:
+    """The known keys of the settings dict at ``walked``, or None when it is not listed."""
     for suffix, keys in _SETTINGS.items():
         if tuple(walked[-len(suffix):]) == suffix and (
                 suffix[0] != 'env_cfg' or walked[0] == 'env_cfg') and (
                 suffix[0] != 'model' or len(walked) == 2):
             return keys
-    return {part}
+    return None
 
 
-def _accepts(type_, name: str) -> bool:
-    """Whether the constructor that ``type_`` names takes ``name`` (True when unknowable)."""
-    target = _registered(type_)
-    if target is None:
-        return True
-    accepted, open_ended = _init_arguments(target)
-    return open_ended or name in accepted
+def _new_keys(node: Mapping, walked: list[str]) -> set[str] | None:
+    """Keys the config dict ``node`` at ``walked`` may gain beyond those it has.
+
+    The constructor arguments of its ``type`` (or of what the Runner builds from it); the
+    known keys of a settings dict; nothing for any other dict. None when any key may be right:
+    a free-form dict that is not listed, an unresolvable type, a constructor with ``**kwargs``
+    that reach no known parent.
+    """
+    type_ = _typed(node, walked)
+    if type_ is not None:
+        target = _registered(type_)
+        if target is None:
+            return None
+        names, open_ended = _init_arguments(target)
+        return None if open_ended else names
+    if walked and (walked[-1] in _FREE_FORM or walked[-1].endswith('_cfg')):
+        return _settings(walked)
+    return set()
 
 
 def check_cfg_options(cfg, options: Mapping | None) -> None:
@@ -212,39 +225,28 @@ def check_cfg_options(cfg, options: Mapping | None) -> None:
     ``train_cfg.max_iter``) would be ignored. A new leaf under an existing dict is allowed when
     the dict names a registered ``type`` whose constructor takes that argument (e.g.
     ``...dataset.indices``), or when the dict takes free-form settings (timm overrides of the
-    towers, ``text_cfg``, ``*_cfg``); otherwise the error suggests the closest existing or
-    accepted keys.
+    towers, ``text_cfg``, ``*_cfg``; for ``model.test_cfg``, the head's ``train_cfg`` and
+    ``env_cfg`` only the keys the code reads); otherwise the error suggests the closest
+    existing or accepted keys.
     """
     import difflib
     problems = []
-    free_form = ('vfm', 'vlm', 'text_cfg', 'train_cfg', 'test_cfg', 'cfg', 'env_cfg')
     for dotted in (options or {}):
         parts = dotted.split('.')
         node, walked = getattr(cfg, '_cfg_dict', cfg), []
         for i, part in enumerate(parts):
-            last = i == len(parts) - 1
             if isinstance(node, Sequence) and not isinstance(node, (str, bytes)) \
                     and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             elif isinstance(node, Mapping) and part in node:
                 node = node[part]
-            elif isinstance(node, Mapping) and last and _typed(node, walked) is not None and \
-                    _accepts(_typed(node, walked), part):
-                break  # a constructor argument the config leaves at its default
-            elif isinstance(node, Mapping) and last and walked and \
-                    _typed(node, walked) is None and \
-                    (walked[-1] in free_form or walked[-1].endswith('_cfg')) and \
-                    part in _known_keys(walked, part):
-                break  # a new setting in a free-form dict
             else:
+                new = _new_keys(node, walked) if isinstance(node, Mapping) else set()
+                if i == len(parts) - 1 and (new is None or part in new):
+                    break  # a new setting that the dict takes
+                keys = set(node) | (new or set()) if isinstance(node, Mapping) else set()
                 where = '.'.join(walked) or 'the config'
-                keys = list(node.keys()) if isinstance(node, Mapping) else []
-                if isinstance(node, Mapping) and walked:
-                    keys = sorted(set(keys) | (_known_keys(walked, '') - {''}))
-                if isinstance(node, Mapping) and _typed(node, walked) is not None:
-                    target = _registered(_typed(node, walked))
-                    keys = sorted(set(keys) | (_init_arguments(target)[0] if target else set()))
-                close = difflib.get_close_matches(part, keys, n=3)
+                close = difflib.get_close_matches(part, sorted(map(str, keys)), n=3)
                 hint = f' Did you mean {", ".join(close)}?' if close else (
                     f' Existing keys: {", ".join(sorted(map(str, keys))[:30])}.' if keys else '')
                 problems.append(f'--cfg-options {dotted}: {where} has no key {part!r}.{hint}')

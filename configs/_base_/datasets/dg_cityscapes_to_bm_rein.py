@@ -1,26 +1,9 @@
-# C -> B/M (Cityscapes to BDD100K, Mapillary), Rein evaluation protocol.
-# Source: train_cityscapes_rcs with rare-class sampling. Targets evaluated in ONE run through
-# MultiDomainDataset + DGIoUMetric (per-domain mIoU / per-class IoU, mean over domains, a table
-# in the log and <work_dir>/<timestamp>/dg_results.json; metrics '<domain>/mIoU', 'mean/mIoU').
-# Test protocol: Rein/SoMA (BDD100K 1280x720, half-resolution Mapillary at 1024x512).
-_base_ = ['./cityscapes.py', './bdd100k.py', './mapillary.py']
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset={{_base_.train_cityscapes_rcs}})
+# C -> B/M (Cityscapes to BDD100K, Mapillary), Rein evaluation protocol: everything as
+# dg_cityscapes_to_bm.py except the test resolutions of the targets (Rein/SoMA: BDD100K
+# 1280x720, half-resolution Mapillary at 1024x512).
+_base_ = ['./dg_cityscapes_to_bm.py']
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='MultiDomainDataset',
-        datasets=[{{_base_.val_bdd100k_rein}}, {{_base_.val_mapillary_rein}}],
-        domains=['bdd100k', 'mapillary']))
+    dataset=dict(datasets=[{{_base_.val_bdd100k_rein}}, {{_base_.val_mapillary_rein}}]))
 test_dataloader = val_dataloader
-val_evaluator = dict(
-    type='DGIoUMetric',
-    protocol='Rein/SoMA: BDD100K 1280x720, Mapillary half-res 1024x512')
+val_evaluator = dict(protocol='Rein/SoMA: BDD100K 1280x720, Mapillary half-res 1024x512')
 test_evaluator = val_evaluator

@@ -1,30 +1,13 @@
-# G -> C/B/M (GTAV to Cityscapes, BDD100K, Mapillary), Rein evaluation protocol.
-# Source: train_gta_rcs with rare-class sampling. Targets evaluated in ONE run through
-# MultiDomainDataset + DGIoUMetric (per-domain mIoU / per-class IoU, mean over domains, a table
-# in the log and <work_dir>/<timestamp>/dg_results.json; metrics '<domain>/mIoU', 'mean/mIoU').
-# Test protocol: Rein/SoMA (Cityscapes 1024x512, BDD100K 1280x720, half-resolution Mapillary
-# at 1024x512).
-_base_ = ['./gta.py', './cityscapes.py', './bdd100k.py', './mapillary.py']
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset={{_base_.train_gta_rcs}})
+# G -> C/B/M (GTAV to Cityscapes, BDD100K, Mapillary), Rein evaluation protocol: everything as
+# dg_gta_to_cbm.py except the test resolutions of the targets (Rein/SoMA: Cityscapes 1024x512,
+# BDD100K 1280x720, half-resolution Mapillary at 1024x512).
+_base_ = ['./dg_gta_to_cbm.py']
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='MultiDomainDataset',
-        datasets=[
-            {{_base_.val_cityscapes_rein}}, {{_base_.val_bdd100k_rein}},
-            {{_base_.val_mapillary_rein}}
-        ],
-        domains=['cityscapes', 'bdd100k', 'mapillary']))
+    dataset=dict(datasets=[
+        {{_base_.val_cityscapes_rein}}, {{_base_.val_bdd100k_rein}},
+        {{_base_.val_mapillary_rein}}
+    ]))
 test_dataloader = val_dataloader
 val_evaluator = dict(
-    type='DGIoUMetric',
     protocol='Rein/SoMA: Cityscapes 1024x512, BDD100K 1280x720, Mapillary half-res 1024x512')
 test_evaluator = val_evaluator
