@@ -8,8 +8,10 @@ from .mapillary import MapillaryDataset
 from .multi_domain import MultiDomainDataset
 from .rare_class_sampling import RareClassSampledDataset, rcs_class_probabilities
 from .synthia import SYNTHIADataset
+from .transforms import DataFileError, LoadCheckedAnnotations, LoadCheckedImageFromFile
 
 __all__ = ['GTAVDataset', 'CityscapesDGDataset', 'BDD100KDGDataset', 'MapillaryDataset',
            'SYNTHIADataset', 'MultiDomainDataset', 'RareClassSampledDataset',
            'rcs_class_probabilities', 'CITYSCAPES_CLASSES', 'CITYSCAPES_METAINFO',
-           'SYNTHIA_CLASSES_16']
+           'SYNTHIA_CLASSES_16', 'DataFileError', 'LoadCheckedAnnotations',
+           'LoadCheckedImageFromFile']

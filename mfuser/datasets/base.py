@@ -7,6 +7,7 @@ import os.path as osp
 from mmseg.datasets import BaseSegDataset
 
 from .label_maps import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from .transforms import INVALID_LABEL_MODES, check_pipeline
 
 
 class StreetSceneDataset(BaseSegDataset):
@@ -22,10 +23,18 @@ class StreetSceneDataset(BaseSegDataset):
     * ``CONVERTER``: the command that makes the train-ID labels, named in the error raised when
       the image folder is missing/empty or label files are missing.
 
+    Loading is checked (:mod:`mfuser.datasets.transforms`): the pipeline's
+    ``LoadImageFromFile`` / ``LoadAnnotations`` are replaced by versions that load the same
+    arrays but stop with an error naming the data set and the file(s) for an unreadable or
+    truncated file, a label whose size differs from its image's, and label values that are
+    neither class ids nor ``ignore_index`` (16-bit values >= 256 included).
+
     Args:
         split: which split's default layout to use (ignored when ``data_prefix`` is given).
         domain: domain name for evaluation/logging (default: ``DOMAIN``).
         data_prefix: overrides the default layout (relative to ``data_root``).
+        invalid_labels: ``'error'`` (default) stops at a label value outside the classes and
+            the ignore index; ``'ignore'`` maps such pixels to ``ignore_index``.
         **kwargs: everything :class:`BaseSegDataset` takes (``data_root``, ``pipeline``,
             ``img_suffix``, ``seg_map_suffix``, ``ann_file``, ``indices``, ...).
     """
@@ -38,13 +47,20 @@ class StreetSceneDataset(BaseSegDataset):
     CONVERTER: str | None = None
 
     def __init__(self, split: str = 'val', domain: str | None = None,
-                 data_prefix: dict | None = None, **kwargs) -> None:
+                 data_prefix: dict | None = None, invalid_labels: str = 'error',
+                 **kwargs) -> None:
+        if invalid_labels not in INVALID_LABEL_MODES:
+            raise ValueError(f'{type(self).__name__}: invalid_labels must be one of '
+                             f'{INVALID_LABEL_MODES}, got {invalid_labels!r}')
         self.split = split
         self.domain = domain or self.DOMAIN
+        self.invalid_labels = invalid_labels
         if data_prefix is None:
             s = self.SPLIT_NAMES.get(split, split)
             data_prefix = {k: v.format(split=s) for k, v in self.DEFAULT_PREFIX.items()}
         super().__init__(data_prefix=data_prefix, **kwargs)
+        check_pipeline(self.pipeline, len(self.metainfo['classes']), self.ignore_index,
+                       invalid_labels, self.NAME or type(self).__name__)
 
     def _converter_args(self) -> str:
         """Extra converter arguments this data set's layout needs (e.g. `` --half-res``)."""

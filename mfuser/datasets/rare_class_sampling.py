@@ -38,8 +38,13 @@ def rcs_class_probabilities(class_pixels: np.ndarray, temperature: float) -> np.
 def _count_classes(job) -> list[int]:
     path, num_classes, label_map = job
     from PIL import Image
-    with Image.open(path) as im:
-        lab = np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            lab = np.asarray(im)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        from .transforms import DataFileError
+        raise DataFileError(f'rare-class sampling: cannot read label {path}: '
+                            f'{type(exc).__name__}: {exc}') from None
     if lab.ndim == 3:
         lab = lab[..., 0]
     if label_map:
@@ -48,6 +53,24 @@ def _count_classes(job) -> list[int]:
             lut[int(k)] = v
         lab = lut[lab]
     return np.bincount(lab.ravel().astype(np.int64), minlength=256)[:num_classes].tolist()
+
+
+def _stamps(paths: list[str]) -> list[list[int]]:
+    """(size, mtime in ns) of every file: what the statistics cache is checked against."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append([st.st_size, st.st_mtime_ns])
+    return out
+
+
+def default_cache_dir() -> str:
+    """Where the statistics go unless ``cache_file`` says otherwise: ``$MFUSER_RCS_CACHE``,
+    else ``$XDG_CACHE_HOME/mfuser/rcs``, else ``~/.cache/mfuser/rcs`` (never the data root)."""
+    if os.environ.get('MFUSER_RCS_CACHE'):
+        return osp.expanduser(os.environ['MFUSER_RCS_CACHE'])
+    base = os.environ.get('XDG_CACHE_HOME') or osp.join(osp.expanduser('~'), '.cache')
+    return osp.join(base, 'mfuser', 'rcs')
 
 
 @DATASETS.register_module()
@@ -61,9 +84,11 @@ class RareClassSampledDataset:
     pixels of ``c``, the pipeline is run again (at most ``max_retries`` times).
 
     Pixel counts per class and image are computed once (in ``nproc`` processes) and cached in a
-    JSON file: ``cache_file`` if given, else ``<data_root>/rcs_class_stats_<hash>.json`` when
-    ``data_root`` is writable, else ``~/.cache/mfuser/rcs/<hash>.json`` (the hash covers the
-    label file list and the class count).
+    JSON file: ``cache_file`` if given, else ``<cache dir>/rcs_<hash>.json`` (the hash covers
+    the label file list, the class count and the label map; the cache dir is
+    :func:`default_cache_dir`, never the data root). The cache records each label file's size
+    and modification time; when any differs, or the cache cannot be read, the statistics are
+    computed again and the cache rewritten.
 
     The wrapper's own draws are deterministic under ``seed``: each process (data loader worker,
     distributed rank) uses ``np.random.default_rng([seed, rank, worker_id])``. With
@@ -78,7 +103,7 @@ class RareClassSampledDataset:
             the sampled class (0 disables the re-crop loop).
         max_retries: most extra pipeline runs per sample.
         seed: see above.
-        cache_file: where to keep the class statistics.
+        cache_file: where to keep the class statistics (default: see above).
         nproc: processes for computing the statistics.
         lazy_init: defer statistics until ``full_init()`` / first access.
     """
@@ -114,27 +139,45 @@ class RareClassSampledDataset:
             paths.append(info['seg_map_path'])
         return paths
 
-    def _cache_path(self, paths: list[str], num_classes: int) -> str:
+    def _cache_path(self, paths: list[str], num_classes: int, label_map) -> str:
         if self.cache_file:
             return self.cache_file
-        key = hashlib.sha1(json.dumps([num_classes, paths]).encode()).hexdigest()[:12]
-        root = getattr(self.dataset, 'data_root', None) or osp.dirname(paths[0])
-        if root and os.access(root, os.W_OK):
-            return osp.join(root, f'rcs_class_stats_{key}.json')
-        return osp.join(osp.expanduser('~/.cache/mfuser/rcs'), f'{key}.json')
+        key = hashlib.sha1(json.dumps([num_classes, label_map, [osp.abspath(p) for p in paths]],
+                                      sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return osp.join(default_cache_dir(), f'rcs_{key}.json')
 
-    def compute_class_stats(self) -> np.ndarray:
-        """(N, K) pixel count per image and class, from the cache file if it matches."""
-        paths = self._label_paths()
-        num_classes = len(self.dataset.metainfo['classes'])
-        cache = self._cache_path(paths, num_classes)
-        if osp.isfile(cache):
+    @staticmethod
+    def _read_cache(cache: str, expect: dict, n: int, num_classes: int):
+        """The cached (N, K) counts, or ``(None, why not)``."""
+        if not osp.isfile(cache):
+            return None, 'no cache yet'
+        try:
             with open(cache) as f:
                 data = json.load(f)
-            if data.get('files') == paths and data.get('num_classes') == num_classes:
-                self.cache_path = cache
-                return np.asarray(data['counts'], np.int64).reshape(len(paths), num_classes)
+            for key, value in expect.items():
+                if data.get(key) != value:
+                    return None, f'the cached {key} differ (labels changed since)'
+            counts = np.asarray(data['counts'], np.int64).reshape(n, num_classes)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return None, f'cache unreadable ({type(exc).__name__}: {exc})'
+        return counts, ''
+
+    def compute_class_stats(self) -> np.ndarray:
+        """(N, K) pixel count per image and class, from the cache file if it is up to date."""
+        from mmengine.logging import print_log
+        paths = self._label_paths()
+        num_classes = len(self.dataset.metainfo['classes'])
         label_map = self.dataset.metainfo.get('label_map') or None
+        label_map_json = json.loads(json.dumps(label_map)) if label_map else None
+        cache = self._cache_path(paths, num_classes, label_map)
+        expect = dict(version=2, num_classes=num_classes, label_map=label_map_json,
+                      files=paths, stamps=_stamps(paths))
+        counts, why = self._read_cache(cache, expect, len(paths), num_classes)
+        self.cache_path = cache
+        if counts is not None:
+            return counts
+        print_log(f'rare-class sampling: counting classes in {len(paths)} label files '
+                  f'({why}: {cache})', logger='current')
         jobs = [(p, num_classes, label_map) for p in paths]
         if self.nproc > 1 and len(jobs) > 1:
             from .converters import _mp_context
@@ -142,12 +185,17 @@ class RareClassSampledDataset:
                 counts = pool.map(_count_classes, jobs, chunksize=16)
         else:
             counts = [_count_classes(j) for j in jobs]
-        os.makedirs(osp.dirname(cache) or '.', exist_ok=True)
-        tmp = f'{cache}.tmp{os.getpid()}'
-        with open(tmp, 'w') as f:
-            json.dump(dict(num_classes=num_classes, files=paths, counts=counts), f)
-        os.replace(tmp, cache)
-        self.cache_path = cache
+        expect['stamps'] = _stamps(paths)  # as counted (a file may change while counting)
+        try:
+            os.makedirs(osp.dirname(cache) or '.', exist_ok=True)
+            tmp = f'{cache}.tmp{os.getpid()}'
+            with open(tmp, 'w') as f:
+                json.dump(dict(expect, counts=counts), f)
+            os.replace(tmp, cache)
+        except OSError as exc:
+            print_log(f'rare-class sampling: could not write the statistics cache {cache} '
+                      f'({exc}); they will be counted again next time', logger='current',
+                      level=30)
         return np.asarray(counts, np.int64).reshape(len(paths), num_classes)
 
     def full_init(self) -> None:

@@ -1,0 +1,215 @@
+"""Loading transforms that refuse bad files instead of training or scoring on them.
+
+mmcv's ``LoadImageFromFile`` and mmseg's ``LoadAnnotations`` accept a truncated JPEG (OpenCV
+decodes what is there and greys the rest), wrap 16-bit labels modulo 256
+(``.astype(np.uint8)``), let label values outside the classes through (a BDD100K mask with
+200 is trained on as class 200), and a label at half the image's size is silently resized to
+fit by the next ``Resize``. Their errors for unreadable files do not name the file.
+
+:class:`LoadCheckedImageFromFile` and :class:`LoadCheckedAnnotations` load exactly the same
+arrays for good files and raise :class:`DataFileError` naming the data set, the file(s) and
+what is wrong otherwise. The street-scene data sets (:class:`~mfuser.datasets.base.
+StreetSceneDataset` and its subclasses) put them in place of the plain transforms in their
+pipelines, so every config gets the checks; they can also be named in a pipeline directly.
+"""
+from __future__ import annotations
+
+import numpy as np
+from mmcv.transforms import LoadImageFromFile
+from mmengine import fileio
+from mmseg.datasets.transforms import LoadAnnotations
+from mmseg.registry import TRANSFORMS
+
+from .file_checks import incomplete_reason
+
+INVALID_LABEL_MODES = ('error', 'ignore')
+
+
+class DataFileError(ValueError):
+    """An image or label file that cannot be used as it is (named in the message)."""
+
+
+def _where(dataset_name: str) -> str:
+    return f'{dataset_name}: ' if dataset_name else ''
+
+
+@TRANSFORMS.register_module()
+class LoadCheckedImageFromFile(LoadImageFromFile):
+    """``LoadImageFromFile`` that names the file (and data set) when it cannot be read, and
+    refuses truncated PNG/JPEG files that OpenCV would decode partly.
+
+    Args:
+        dataset_name: named in the errors (the data sets set it).
+        **kwargs: as for mmcv's ``LoadImageFromFile``.
+    """
+
+    def __init__(self, dataset_name: str = '', **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dataset_name = dataset_name
+
+    def transform(self, results: dict) -> dict | None:
+        import mmcv
+        filename = results['img_path']
+        try:
+            data = fileio.get(filename, backend_args=self.backend_args)
+            reason = incomplete_reason(data)
+            img = None if reason else mmcv.imfrombytes(data, flag=self.color_type,
+                                                       backend=self.imdecode_backend)
+            if img is None and not reason:
+                reason = 'not a readable image'
+        except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+            reason = f'{type(exc).__name__}: {exc}'
+        if reason:
+            if self.ignore_empty:
+                return None
+            raise DataFileError(f'{_where(self.dataset_name)}cannot read image {filename}: '
+                                f'{reason}')
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results
+
+
+def _some(values) -> str:
+    values = [int(v) for v in values]
+    return ', '.join(map(str, values[:10])) + (f', ... ({len(values)} values)'
+                                               if len(values) > 10 else '')
+
+
+@TRANSFORMS.register_module()
+class LoadCheckedAnnotations(LoadAnnotations):
+    """mmseg's ``LoadAnnotations`` with checks of what it loads.
+
+    * an unreadable or truncated label file is an error naming it (and the data set);
+    * a label of another size than its image (``ori_shape``, so it must come after the image
+      is loaded) is an error naming both files and both sizes;
+    * a colour (multi-channel) label is an error;
+    * values that are neither a class id (``0 .. num_classes - 1``, after ``label_map`` /
+      ``reduce_zero_label``) nor ``ignore_index`` are an error naming the file and the values
+      (``invalid_labels='ignore'`` maps them to ``ignore_index`` instead); a 16-bit label with
+      values >= 256 is never wrapped modulo 256.
+
+    Args:
+        num_classes: number of classes; None skips the value check.
+        ignore_index: the ignore label (255).
+        invalid_labels: ``'error'`` or ``'ignore'``.
+        dataset_name: named in the errors.
+        **kwargs: as for mmseg's ``LoadAnnotations``.
+    """
+
+    def __init__(self, num_classes: int | None = None, ignore_index: int = 255,
+                 invalid_labels: str = 'error', dataset_name: str = '', **kwargs) -> None:
+        super().__init__(**kwargs)
+        if invalid_labels not in INVALID_LABEL_MODES:
+            raise ValueError(f'invalid_labels must be one of {INVALID_LABEL_MODES}, got '
+                             f'{invalid_labels!r}')
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.invalid_labels = invalid_labels
+        self.dataset_name = dataset_name
+
+    def _fail(self, path: str, what: str):
+        raise DataFileError(f'{_where(self.dataset_name)}label {path}: {what}')
+
+    def _decode(self, path: str) -> np.ndarray:
+        import mmcv
+        try:
+            data = fileio.get(path, backend_args=self.backend_args)
+            reason = incomplete_reason(data)
+            raw = None if reason else mmcv.imfrombytes(data, flag='unchanged',
+                                                       backend=self.imdecode_backend)
+            if raw is None and not reason:
+                reason = 'not a readable image'
+        except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+            reason = f'{type(exc).__name__}: {exc}'
+        if reason:
+            raise DataFileError(f'{_where(self.dataset_name)}cannot read label {path}: {reason}')
+        return raw.squeeze()
+
+    def _load_seg_map(self, results: dict) -> None:
+        path = results['seg_map_path']
+        raw = self._decode(path)
+        if raw.ndim != 2:
+            self._fail(path, f'expected one channel of class ids, got an image of shape '
+                             f'{raw.shape} (a colour ground truth?)')
+        ori = results.get('ori_shape')
+        if ori is not None and tuple(raw.shape[:2]) != tuple(ori[:2]):
+            self._fail(path, f'its size {raw.shape[1]}x{raw.shape[0]} (WxH) differs from its '
+                             f'image {results.get("img_path")} ({ori[1]}x{ori[0]})')
+        ignore = self.ignore_index
+        if raw.dtype != np.uint8:
+            dtype, raw = raw.dtype, raw.astype(np.int64)
+            wide = (raw > 255) | (raw < 0)
+            if wide.any():
+                if self.invalid_labels == 'error':
+                    self._fail(path, f'values outside 0-255 in a {dtype} label: '
+                                     f'{_some(np.unique(raw[wide]))} ({int(wide.sum())} pixels; '
+                                     'not wrapped modulo 256)' + self._hint())
+                raw[wide] = ignore
+        seg = raw.astype(np.uint8)
+        if self.reduce_zero_label is None:
+            self.reduce_zero_label = results['reduce_zero_label']
+        assert self.reduce_zero_label == results['reduce_zero_label'], \
+            'Initialize dataset with `reduce_zero_label` as ' \
+            f'{results["reduce_zero_label"]} but when load annotation ' \
+            f'the `reduce_zero_label` is {self.reduce_zero_label}'
+        if self.reduce_zero_label:
+            seg[seg == 0] = 255
+            seg = seg - 1
+            seg[seg == 254] = 255
+        if results.get('label_map', None) is not None:
+            orig = seg.copy()
+            for old_id, new_id in results['label_map'].items():
+                seg[orig == old_id] = new_id
+        if self.num_classes is not None:
+            counts = np.bincount(seg.ravel(), minlength=256)
+            counts[:self.num_classes] = 0
+            if 0 <= ignore < 256:
+                counts[ignore] = 0
+            bad = np.flatnonzero(counts)
+            if len(bad):
+                if self.invalid_labels == 'error':
+                    self._fail(path, f'value{"s" if len(bad) > 1 else ""} {_some(bad)} '
+                                     f'{"are" if len(bad) > 1 else "is"} neither a class id (0-'
+                                     f'{self.num_classes - 1}) nor the ignore index {ignore} '
+                                     f'({int(counts.sum())} pixels)' + self._hint())
+                lut = np.arange(256, dtype=np.uint8)
+                lut[bad] = ignore
+                seg = lut[seg]
+        results['gt_seg_map'] = seg
+        results['seg_fields'].append('gt_seg_map')
+
+    def _hint(self) -> str:
+        return ('. Fix the file, or set invalid_labels=\'ignore\' on the data set to treat such '
+                'pixels as ignored')
+
+    def __repr__(self) -> str:
+        return (f'{super().__repr__()[:-1]}, num_classes={self.num_classes}, '
+                f'ignore_index={self.ignore_index}, invalid_labels={self.invalid_labels!r})')
+
+
+def check_pipeline(pipeline, num_classes: int, ignore_index: int, invalid_labels: str,
+                   dataset_name: str) -> None:
+    """Swap the plain loading transforms of a built pipeline (``Compose``) for the checked ones
+    above, in place. Transforms that are already checked get the data set's settings."""
+    transforms = getattr(pipeline, 'transforms', None)
+    if transforms is None:
+        return
+    for i, t in enumerate(transforms):
+        if type(t) is LoadImageFromFile:
+            new = LoadCheckedImageFromFile.__new__(LoadCheckedImageFromFile)
+            new.__dict__.update(t.__dict__)
+            new.dataset_name = dataset_name
+            transforms[i] = new
+        elif type(t) is LoadAnnotations:
+            new = LoadCheckedAnnotations.__new__(LoadCheckedAnnotations)
+            new.__dict__.update(t.__dict__)
+            new.num_classes, new.ignore_index = num_classes, ignore_index
+            new.invalid_labels, new.dataset_name = invalid_labels, dataset_name
+            transforms[i] = new
+        elif isinstance(t, (LoadCheckedImageFromFile, LoadCheckedAnnotations)):
+            t.dataset_name = t.dataset_name or dataset_name
+            if isinstance(t, LoadCheckedAnnotations) and t.num_classes is None:
+                t.num_classes, t.ignore_index = num_classes, ignore_index
