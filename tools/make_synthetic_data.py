@@ -16,6 +16,8 @@ import time
 from mfuser.datasets.converters import CONVERTERS
 from mfuser.datasets.synthetic import DOMAINS, generate
 
+MIN_SIZE = 16
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -29,7 +31,17 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--nproc', type=int, default=2, help='worker processes')
     p.add_argument('--convert', action='store_true', help='run the label converters afterwards')
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    for flag, value in (('--num-train', a.num_train), ('--num-val', a.num_val)):
+        if value < 1:
+            p.error(f'{flag} must be at least 1, got {value}: every generated data set needs '
+                    'images in each of its splits (the configs train and validate on them)')
+    if a.nproc < 1:
+        p.error(f'--nproc must be at least 1, got {a.nproc}')
+    if min(a.size) < MIN_SIZE:
+        p.error(f'--size must be at least {MIN_SIZE} {MIN_SIZE} (W H), got '
+                f'{a.size[0]} {a.size[1]}: smaller scenes cannot hold the objects')
+    return a
 
 
 def prepare(out, domains=DOMAINS, num_train=100, num_val=50, size=(256, 128), seed=0, nproc=2,

@@ -2,8 +2,10 @@
 
 Usage: python tools/dataset_converters/cityscapes.py data/cityscapes [--nproc N]
 
-Idempotent (existing outputs are skipped), never overwrites source files, lists unreadable
-files at the end (exit code 1 if any). The conversion logic is in mfuser.datasets.converters.
+Idempotent (complete existing outputs are skipped; --force redoes them), never overwrites
+source files, lists unreadable files at the end (exit code 1 if any; 2 when there is nothing it
+can convert; 130 after Ctrl-C, with no partial files left). The conversion logic is in
+mfuser.datasets.converters.
 """
 import sys
 
