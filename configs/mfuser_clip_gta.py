@@ -1,12 +1,17 @@
-# MFuser with OpenAI CLIP ViT-L/14-336 as the VLM (DINOv2-L VFM), G -> C/B/M.
-# Swapping the VLM is these lines: the vision tower name, the text tower name, the checkpoint
-# and the embedding width E (CLIP-L projects to 768, like EVA02-CLIP-L).
-_base_ = ['./mfuser_eva02_gta.py']
-clip_checkpoint = 'checkpoints/ViT-L-14-336px.pt'  # OpenAI TorchScript archive
-embed_dim = 768
+# MFuser DINOv2-L x OpenAI CLIP ViT-L/14-336 (16-pixel patches),
+# trained on GTAV, evaluated on Cityscapes, BDD100K and Mapillary (G -> C/B/M).
+# The model as released: configs/_base_/models/mfuser_dinov2_clip.py.
+_base_ = [
+    './_base_/models/mfuser_dinov2_clip.py',
+    './_base_/datasets/dg_gta_to_cbm.py',
+    './_base_/default_runtime.py',
+    './_base_/schedules/schedule_20k_clip.py',
+]
+custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
+dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
+clip_checkpoint = 'checkpoints/ViT-L-14-336px.pt'  # OpenAI TorchScript archive (visual + text)
 model = dict(
-    backbone=dict(vlm=dict(name='vit_large_patch14_clip_quickgelu_336',
-                           checkpoint=clip_checkpoint)),
-    text_encoder=dict(model_name='ViT-L-14-336-quickgelu', checkpoint=clip_checkpoint),
-    context_decoder=dict(visual_dim=embed_dim),
-    decode_head=dict(text_dim=embed_dim))
+    backbone=dict(
+        vfm=dict(checkpoint=dinov2_checkpoint),
+        vlm=dict(checkpoint=clip_checkpoint)),
+    text_encoder=dict(checkpoint=clip_checkpoint))

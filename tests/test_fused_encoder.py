@@ -113,13 +113,14 @@ def test_gradients_reach_trainable_parts_only_and_towers_stay_eval():
     feats, g, d = enc(torch.randn(2, 3, 28, 42))
     (sum(f.square().mean() for f in feats) + g.square().mean() + d.square().mean()).backward()
     trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
-    assert trainable and all(n.startswith(('adapter.', 'fpn', 'vfm_to_vlm', 'vlm_to_vfm',
-                                           'vfm_final_proj')) for n in trainable)
+    assert trainable and all(n.startswith(('adapter.', 'fpn', 'adapter_proj1.',
+                                           'adapter_proj2.', 'adapter_proj3.'))
+                             for n in trainable)
     for name, p in enc.named_parameters():
         if name.startswith(('vfm.', 'vlm.')):
             assert not p.requires_grad and p.grad is None, name
-    for prefix in ('adapter.0.lin', 'adapter.1.lin', 'fpn1.0', 'fpn2.0', 'vfm_to_vlm',
-                   'vlm_to_vfm', 'vfm_final_proj'):
+    for prefix in ('adapter.0.lin', 'adapter.1.lin', 'fpn1.0', 'fpn2.0', 'adapter_proj1.0',
+                   'adapter_proj1.1', 'adapter_proj2.1', 'adapter_proj3'):
         grads = [p.grad for n, p in enc.named_parameters() if n.startswith(prefix)]
         assert grads and all(gr is not None and gr.abs().sum() > 0 for gr in grads), prefix
 
@@ -145,7 +146,10 @@ def test_width_and_patch_mismatch_are_handled():
                 vfm_width=64, vlm_width=48, img_size=64)
     assert enc.patch_size == 16
     assert enc.vfm.patch_embed.proj.weight.shape[-2:] == (16, 16)
-    assert isinstance(enc.vfm_to_vlm, nn.Linear) and enc.vfm_to_vlm.out_features == 48
+    # one projection pair per block (the release's adapter_proj1/2) and one for the output
+    assert len(enc.adapter_proj1) == len(enc.adapter_proj2) == len(enc.vfm.blocks)
+    assert enc.adapter_proj1[0].out_features == 48 and enc.adapter_proj2[0].out_features == 64
+    assert isinstance(enc.adapter_proj3, nn.Linear) and enc.adapter_proj3.out_features == 48
     feats, g, d = enc(torch.randn(1, 3, 64, 40))
     assert feats[2].shape == (1, 112, 4, 3)
     assert g.shape == (1, 1, 48) and d.shape == (1, 48, 4, 3)

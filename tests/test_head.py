@@ -1,4 +1,6 @@
 """Text-queried Mask2Former head: shapes, identity assignment, losses, inference."""
+import math
+
 import pytest
 import torch
 from mmengine.structures import PixelData
@@ -65,7 +67,7 @@ def test_loss_terms_and_deep_supervision():
     assert all(torch.isfinite(v) for v in losses.values())
     total = sum(losses.values())
     total.backward()
-    assert head.text_query_proj[0].weight.grad is not None
+    assert head.text_proj[0].weight.grad is not None
     assert head.query_embed.weight.grad is not None
     assert head.pixel_decoder.text_proj.weight.grad is not None
 
@@ -85,13 +87,39 @@ def test_no_object_class_loss_matches_weighted_ce():
     torch.testing.assert_close(loss_cls, expected)
 
 
-def test_semantic_inference_formula():
-    cls = torch.randn(2, 5, 6)
-    masks = torch.randn(2, 5, 4, 4)
+def test_semantic_inference_is_probabilities_at_mask_resolution_then_resized():
+    """As released: sum_q softmax(cls)[q, k] * sigmoid(mask[q]) at the mask resolution, then a
+    bilinear resize - checked with explicit loops and a hand-written bilinear interpolation
+    (align_corners=False), not with the formula the head uses."""
+    cls = torch.randn(1, 3, 4, dtype=torch.float64)
+    masks = torch.randn(1, 3, 2, 2, dtype=torch.float64)
     out = MODELS.get('TextQueriedMask2FormerHead').semantic_inference(cls, masks, (4, 4))
-    expected = torch.einsum('bqc,bqhw->bchw', cls.softmax(-1)[..., :-1], masks.sigmoid())
-    torch.testing.assert_close(out, expected)
-    assert out.shape == (2, 5, 4, 4)
+    assert out.shape == (1, 3, 4, 4)
+    probs = [[math.exp(v) for v in row] for row in cls[0].tolist()]
+    probs = [[v / sum(row) for v in row] for row in probs]
+    low = torch.zeros(3, 2, 2, dtype=torch.float64)
+    for k in range(3):
+        for q in range(3):
+            low[k] += probs[q][k] / (1 + torch.exp(-masks[0, q]))
+
+    def src(i, n_in, n_out):  # align_corners=False source coordinate, clamped at 0
+        return max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+    expected = torch.zeros(3, 4, 4, dtype=torch.float64)
+    for y in range(4):
+        for x in range(4):
+            sy, sx = src(y, 2, 4), src(x, 2, 4)
+            y0, x0 = int(sy), int(sx)
+            y1, x1 = min(y0 + 1, 1), min(x0 + 1, 1)
+            wy, wx = sy - y0, sx - x0
+            expected[:, y, x] = ((1 - wy) * (1 - wx) * low[:, y0, x0] + (1 - wy) * wx *
+                                 low[:, y0, x1] + wy * (1 - wx) * low[:, y1, x0] +
+                                 wy * wx * low[:, y1, x1])
+    torch.testing.assert_close(out[0], expected)
+    # not the other order (resize the mask logits first, then the sigmoid)
+    other = torch.einsum('bqc,bqhw->bchw', cls.softmax(-1)[..., :-1],
+                         torch.nn.functional.interpolate(masks, size=(4, 4), mode='bilinear',
+                                                         align_corners=False).sigmoid())
+    assert (other - out).abs().max() > 1e-4
 
 
 def test_text_count_mismatch_is_an_error():

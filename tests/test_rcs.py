@@ -84,9 +84,9 @@ def test_frequencies_follow_temperature(label_files, tmp_path):
     draws = [ds.choose() for _ in range(3000)]
     emp = np.bincount([c for c, _ in draws], minlength=3)[:3] / len(draws)
     assert np.allclose(emp, ds.class_probs, atol=0.03)
-    # each drawn image holds >= min_pixels of the drawn class
+    # each drawn image holds more than min_pixels of the drawn class
     for c, i in draws[:200]:
-        assert ds.class_stats[i, c] >= 10
+        assert ds.class_stats[i, c] > 10
     assert all(i == 5 for c, i in draws if c == 2)
     # the cache was written and is reused
     data = json.loads((tmp_path / 'c.json').read_text())
@@ -112,3 +112,18 @@ def test_seeded_and_recrops_until_class_present(label_files, tmp_path):
         seg = out['data_samples'].gt_sem_seg.data
         cls, _ = d.last_choice
         assert int((seg == cls).sum()) > 5
+
+
+def test_min_pixels_is_strict(label_files, tmp_path):
+    """The release (DAFormer's RCS) keeps an image for class c only when pixels > min_pixels."""
+    from PIL import Image
+
+    from mfuser.datasets import RareClassSampledDataset
+    rare = int((np.asarray(Image.open(label_files[5])) == 2).sum())
+    kw = dict(min_crop_ratio=0, seed=0, temperature=100)
+    below = RareClassSampledDataset(_ToyDataset(label_files), min_pixels=rare - 1,
+                                    cache_file=str(tmp_path / 'a.json'), **kw)
+    assert 2 in list(below.classes)
+    at = RareClassSampledDataset(_ToyDataset(label_files), min_pixels=rare,
+                                 cache_file=str(tmp_path / 'b.json'), **kw)
+    assert 2 not in list(at.classes)  # exactly min_pixels pixels: not eligible

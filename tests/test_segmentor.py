@@ -71,7 +71,7 @@ def test_trainable_parts_get_gradients_and_frozen_weights_do_not():
     # every trainable group receives a non-zero gradient
     for prefix in ('contexts', 'gamma', 'context_decoder.', 'backbone.adapter.',
                    'backbone.fpn1.', 'backbone.fpn2.', 'decode_head.pixel_decoder.',
-                   'decode_head.transformer_decoder.', 'decode_head.text_query_proj.',
+                   'decode_head.transformer_decoder.', 'decode_head.text_proj.',
                    'decode_head.query_embed.', 'decode_head.cls_embed.'):
         grads = [p.grad for n, p in trainable.items() if n.startswith(prefix)]
         assert grads, prefix

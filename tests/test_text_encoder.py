@@ -94,7 +94,8 @@ def test_siglip_needs_local_tokenizer_and_works_with_one():
 
     enc = CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', tokenizer=fake_tokenizer,
                           class_names=['car', 'sky'], **TINY)
-    assert enc.num_start_tokens == 0 and enc.pool_type == 'last' and enc.attn_mask is None
+    # as released, the context goes after SigLIP's first (word) token; the last token pools
+    assert enc.num_start_tokens == 1 and enc.pool_type == 'last' and enc.attn_mask is None
     assert enc(torch.randn(2, 8, 32)).shape == (2, 2, 24)
     with pytest.raises(FileNotFoundError, match='tokenizer'):
         CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', tokenizer='/nonexistent/tok', **TINY)

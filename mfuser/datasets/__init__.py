@@ -7,11 +7,12 @@ from .label_maps import CITYSCAPES_CLASSES, CITYSCAPES_METAINFO, SYNTHIA_CLASSES
 from .mapillary import MapillaryDataset
 from .multi_domain import MultiDomainDataset
 from .rare_class_sampling import RareClassSampledDataset, rcs_class_probabilities
+from .ratio_resize import RandomRatioResize
 from .synthia import SYNTHIADataset
 from .transforms import DataFileError, LoadCheckedAnnotations, LoadCheckedImageFromFile
 
 __all__ = ['GTAVDataset', 'CityscapesDGDataset', 'BDD100KDGDataset', 'MapillaryDataset',
-           'SYNTHIADataset', 'MultiDomainDataset', 'RareClassSampledDataset',
+           'SYNTHIADataset', 'MultiDomainDataset', 'RareClassSampledDataset', 'RandomRatioResize',
            'rcs_class_probabilities', 'CITYSCAPES_CLASSES', 'CITYSCAPES_METAINFO',
            'SYNTHIA_CLASSES_16', 'DataFileError', 'LoadCheckedAnnotations',
            'LoadCheckedImageFromFile']

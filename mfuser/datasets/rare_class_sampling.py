@@ -79,9 +79,10 @@ class RareClassSampledDataset:
 
     Each ``__getitem__`` (the index is ignored, as in DAFormer) draws a class ``c`` with
     probability ``softmax((1 - f_c) / T)`` (:func:`rcs_class_probabilities`), then uniformly an
-    image having at least ``min_pixels`` pixels of ``c``, and runs the wrapped data set's
-    pipeline on it; while the (random) crop holds no more than ``min_pixels * min_crop_ratio``
-    pixels of ``c``, the pipeline is run again (at most ``max_retries`` times).
+    image having more than ``min_pixels`` pixels of ``c`` (DAFormer's and the MFuser release's
+    ``pixels > min_pixels``), and runs the wrapped data set's pipeline on it; while the
+    (random) crop holds no more than ``min_pixels * min_crop_ratio`` pixels of ``c``, the
+    pipeline is run again (at most ``max_retries`` times).
 
     Pixel counts per class and image are computed once (in ``nproc`` processes) and cached in a
     JSON file: ``cache_file`` if given, else ``<cache dir>/rcs_<hash>.json`` (the hash covers
@@ -97,7 +98,7 @@ class RareClassSampledDataset:
     Args:
         dataset: the source data set (config or instance) with a pipeline ending in
             ``PackSegInputs``.
-        min_pixels: an image "has" a class when it holds at least this many of its pixels.
+        min_pixels: an image "has" a class when it holds more than this many of its pixels.
         temperature: ``T``; DAFormer and the DGSS line use 0.01.
         min_crop_ratio: the crop must hold more than ``min_pixels * min_crop_ratio`` pixels of
             the sampled class (0 disables the re-crop loop).
@@ -206,11 +207,11 @@ class RareClassSampledDataset:
         stats = self.compute_class_stats()
         self.class_stats = stats
         self.class_pixels = stats.sum(0)
-        has = stats >= self.min_pixels
+        has = stats > self.min_pixels
         self.samples_with_class = {c: np.flatnonzero(has[:, c]) for c in range(stats.shape[1])
                                    if has[:, c].any()}
         if not self.samples_with_class:
-            raise ValueError(f'no image has any class with >= min_pixels={self.min_pixels} '
+            raise ValueError(f'no image has any class with > min_pixels={self.min_pixels} '
                              'pixels; lower min_pixels')
         self.classes = np.array(sorted(self.samples_with_class))
         probs = rcs_class_probabilities(self.class_pixels, self.temperature)[self.classes]

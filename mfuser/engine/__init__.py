@@ -3,6 +3,7 @@ from . import checkpoint as _ckpt
 from .curves import TrainingCurvesHook, plot_curves, read_scalars
 from .distributed import CPUDistributedDataParallel, setup_cpu_distributed
 from .rank_check import RankConsistencyHook, parameter_checksum
+from .schedulers import PolyLRWithLinearWarmup
 
 CheckpointError = _ckpt.CheckpointError
 checkpoint_mismatch = _ckpt.checkpoint_mismatch
@@ -12,7 +13,8 @@ require_matching_checkpoint = _ckpt.require_matching_checkpoint
 runner_checkpoint_globals = _ckpt.runner_checkpoint_globals
 skip_pretrained_held_by = _ckpt.skip_pretrained_held_by
 
-__all__ = ['CPUDistributedDataParallel', 'CheckpointError', 'RankConsistencyHook',
+__all__ = ['CPUDistributedDataParallel', 'CheckpointError', 'PolyLRWithLinearWarmup',
+           'RankConsistencyHook',
            'TrainingCurvesHook', 'checkpoint_mismatch', 'load_trusted_local',
            'parameter_checksum', 'plot_curves', 'read_scalars',
            'read_state_dict', 'require_matching_checkpoint', 'runner_checkpoint_globals',

@@ -102,6 +102,9 @@ class MTEnhancerStack(nn.Module):
     forward(text (B, K, visual_dim), visual (B, 1 + HW, visual_dim)) -> (B, K, visual_dim),
     the refinement to be gated by the segmentor's ``gamma`` and added to ``text``.
     ``visual`` is [global embedding ; flattened dense embeddings].
+
+    ``reinit_fuser_linears`` (default True, as released): the DenseCLIP init also re-draws the
+    Linears of the inner MVFusers (see :meth:`_init_weights`).
     """
 
     def __init__(self,
@@ -110,9 +113,11 @@ class MTEnhancerStack(nn.Module):
                  transformer_heads: int = 4,
                  transformer_layers: int = 1,
                  dropout: float = 0.1,
-                 fuser_cfg: dict | None = None):
+                 fuser_cfg: dict | None = None,
+                 reinit_fuser_linears: bool = True):
         super().__init__()
         self.visual_dim = visual_dim
+        self.reinit_fuser_linears = bool(reinit_fuser_linears)
         self.memory_proj = nn.Sequential(
             nn.LayerNorm(visual_dim),
             nn.Linear(visual_dim, transformer_width),
@@ -133,11 +138,19 @@ class MTEnhancerStack(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
-        """DenseCLIP's context-decoder init (trunc-normal 0.02 Linears, unit LayerNorms) for
-        everything except the MVFusers, which keep Mamba's delta/A initialisation."""
-        fusers = {id(m) for layer in self.decoder for m in layer.cross_attn.modules()}
+        """DenseCLIP's context-decoder init: every Linear trunc-normal(0.02) with zero bias,
+        every LayerNorm (1, 0).
+
+        As released, this includes the Linears inside the MVFusers (``in_proj``, ``x_proj``,
+        ``dt_proj`` - whose bias thus starts at 0 - and ``out_proj``); ``A_log``, ``D``,
+        ``scale`` and the convolutions keep their MVFuser init. With
+        ``reinit_fuser_linears=False`` the MVFusers keep Mamba's delta initialisation.
+        """
+        skip = set()
+        if not self.reinit_fuser_linears:
+            skip = {id(m) for layer in self.decoder for m in layer.cross_attn.modules()}
         for m in self.modules():
-            if id(m) in fusers:
+            if id(m) in skip:
                 continue
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.logging import print_log
 
 __all__ = [
@@ -174,22 +175,56 @@ def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], source:
               logger='current', level=logging.INFO)
 
 
-def convert_vision_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module
+#: How pretrained position embeddings and patch kernels are resampled to a tower's grid.
+#: ``'release'`` (default): plain bicubic ``F.interpolate`` (``align_corners=False``, no
+#: antialiasing) for both, as the official MFuser code resizes EVA's 24x24 and DINOv2's 37x37
+#: position embeddings and DINOv2's 14x14 patch kernel. ``'timm'``: timm's filters as they are
+#: (antialiased bicubic position embeddings, pseudo-inverse patch-kernel resize).
+RESAMPLE_MODES = ('release', 'timm')
+
+
+def resize_patch_kernel(weight: torch.Tensor, size: tuple[int, int],
+                        interpolation: str = 'bicubic') -> torch.Tensor:
+    """(O, I, h, w) patch-embedding kernel -> (O, I, *size) by ``F.interpolate``
+    (``align_corners=False``), as the release resizes DINOv2's (bicubic) and OpenAI CLIP's
+    (bilinear) 14x14 kernels to 16x16."""
+    if tuple(weight.shape[-2:]) == tuple(size):
+        return weight
+    return F.interpolate(weight.float(), size=tuple(size), mode=interpolation,
+                         align_corners=False).to(weight.dtype)
+
+
+def _is_patch_kernel(key: str) -> bool:
+    return key.endswith('patch_embed.proj.weight') or key.endswith('conv1.weight')
+
+
+def convert_vision_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module,
+                              resample: str = 'release', interpolation: str = 'bicubic'
                               ) -> dict[str, torch.Tensor]:
     """Convert an official layout to timm keys with timm's own filter for ``model``'s class.
 
-    Position embeddings and patch-embedding kernels are resampled (bicubic) to the model.
+    Position embeddings and patch-embedding kernels are resampled to the model's grid and
+    patch size as ``resample`` says (:data:`RESAMPLE_MODES`).
     """
     from timm.models import eva, vision_transformer
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f'resample must be one of {RESAMPLE_MODES}, got {resample!r}')
     state = _unwrap(state)
+    if resample == 'release':
+        size = tuple(model.patch_embed.proj.weight.shape[-2:])
+        state = {k: resize_patch_kernel(v, size, interpolation)
+                 if _is_patch_kernel(k) and v.dim() == 4 else v for k, v in state.items()}
+    kwargs = dict(antialias=resample == 'timm', interpolation=interpolation)
     if isinstance(model, eva.Eva):
-        return eva.checkpoint_filter_fn(state, model)
+        return eva.checkpoint_filter_fn(state, model, **kwargs)
     if isinstance(model, vision_transformer.VisionTransformer):
-        return vision_transformer.checkpoint_filter_fn(state, model)
+        return vision_transformer.checkpoint_filter_fn(state, model, **kwargs)
     raise TypeError(f'No converter for {type(model).__name__}.')
 
 
-def load_vision_tower(model: nn.Module, path: str, config_key: str, role: str = 'vlm') -> None:
+def load_vision_tower(model: nn.Module, path: str, config_key: str, role: str = 'vlm',
+                      resample: str = 'release', interpolation: str = 'bicubic',
+                      double_class_embedding: bool = False) -> None:
     """Load an official image-tower checkpoint into a timm tower (strict).
 
     Args:
@@ -197,11 +232,16 @@ def load_vision_tower(model: nn.Module, path: str, config_key: str, role: str = 
         path: local file (see the module docstring for the accepted layouts).
         config_key: the config key that named ``path`` (e.g. ``'vfm.checkpoint'``).
         role: ``'vfm'`` drops projection-head keys the VFM has no use for.
+        resample: how position embeddings / patch kernels are resized (:data:`RESAMPLE_MODES`).
+        interpolation: ``F.interpolate`` mode of those resizes (``'bicubic'``/``'bilinear'``).
+        double_class_embedding: store twice the file's class embedding as the class token
+            (the released CLIP tower adds OpenAI's ``class_embedding`` twice to token 0).
     """
     name = getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__)
     raw = load_state_dict_file(path, config_key, expected=_expected_for(str(name)))
     try:
-        state = convert_vision_state_dict(raw, model)
+        state = convert_vision_state_dict(raw, model, resample=resample,
+                                          interpolation=interpolation)
     except Exception as exc:  # noqa: BLE001 - a converter failing means a wrong layout
         raise CheckpointMismatchError(
             f'{config_key}={path!r}: could not convert it for {name} ({type(exc).__name__}: '
@@ -210,9 +250,13 @@ def load_vision_tower(model: nn.Module, path: str, config_key: str, role: str = 
         raise CheckpointMismatchError(f'{config_key}={path!r}: no image-tower weights found '
                                       f'for {name}. Expected {_expected_for(str(name))}.')
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    if double_class_embedding and 'cls_token' in state:
+        state['cls_token'] = 2 * state['cls_token']
     ignore = []
     if role == 'vfm' or isinstance(model.head, nn.Identity):
         ignore += [r'head\.', r'fc_norm\.']
+    elif isinstance(model.head, nn.Linear) and model.head.bias is None:
+        ignore += [r'head\.bias$']  # timm adds a zero bias to OpenAI's bias-free projection
     if getattr(model, 'attn_pool', None) is None:
         ignore += [r'attn_pool\.']
     check_and_load(model, state, f'{config_key}={path!r}', ignore=ignore)
@@ -231,16 +275,29 @@ def text_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def load_text_tower(module: nn.Module, path: str, config_key: str,
-                    expected: str = 'a CLIP-family checkpoint with a text tower') -> None:
-    """Load the text tower of a CLIP-family checkpoint into ``module`` (strict)."""
+                    expected: str = 'a CLIP-family checkpoint with a text tower'
+                    ) -> dict[str, float]:
+    """Load the text tower of a CLIP-family checkpoint into ``module`` (strict).
+
+    Returns the file's scalar ``logit_scale`` / ``logit_bias`` (those present), which SigLIP's
+    score-map loss uses.
+    """
     raw = load_state_dict_file(path, config_key, expected=expected)
+    scalars = {k: float(raw[k].reshape(-1)[0]) for k in ('logit_scale', 'logit_bias')
+               if isinstance(raw.get(k), torch.Tensor) and raw[k].numel() == 1}
     state = text_state_dict(raw)
     if not state:
         raise CheckpointMismatchError(
             f'{config_key}={path!r}: no text tower found (neither text.* nor token_embedding '
             f'keys). Expected {expected}.')
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    own = module.state_dict().get('positional_embedding')
+    pos = state.get('positional_embedding')
+    if own is not None and pos is not None and pos.dim() == 2 and pos.shape[0] > own.shape[0]:
+        # the release keeps the first n_ctx + name-length rows of the pretrained 77
+        state['positional_embedding'] = pos[:own.shape[0]]
     check_and_load(module, state, f'{config_key}={path!r}')
+    return scalars
 
 
 # ---------------------------------------------------------------- released MFuser checkpoints

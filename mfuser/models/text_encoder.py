@@ -68,14 +68,16 @@ def build_tokenizer(model_cfg: dict, tokenizer: Union[None, str, Callable] = Non
     """Offline tokenizer for a model config, and how many start tokens it puts first.
 
     CLIP and EVA-CLIP use open_clip's ``SimpleTokenizer`` (its BPE vocabulary ships with
-    open_clip). Models with a Hugging Face tokenizer (SigLIP) need ``tokenizer``: a local
+    open_clip). The context vectors go after the first token: CLIP's start token, and - as
+    released - SigLIP's first word token (SigLIP has no start token).
+    Models with a Hugging Face tokenizer (SigLIP) need ``tokenizer``: a local
     tokenizer directory or file (loaded with open_clip's ``HFTokenizer``, which needs the
     ``transformers`` package), or any callable ``(list[str], context_length) -> LongTensor``.
     """
     text_cfg = model_cfg.get('text_cfg', {})
     hf_name = text_cfg.get('hf_tokenizer_name')
     if callable(tokenizer):
-        return tokenizer, int(getattr(tokenizer, 'num_start_tokens', 0 if hf_name else 1))
+        return tokenizer, int(getattr(tokenizer, 'num_start_tokens', 1))
     if tokenizer is None and not hf_name:
         return _simple_tokenizer(), 1
     if tokenizer is None:
@@ -93,7 +95,7 @@ def build_tokenizer(model_cfg: dict, tokenizer: Union[None, str, Callable] = Non
     except ImportError as exc:
         raise ImportError('Loading a local Hugging Face tokenizer needs the `transformers` '
                           f'package ({exc}); pip install transformers.') from exc
-    return tok, 0
+    return tok, 1
 
 
 @MODELS.register_module()
@@ -154,12 +156,16 @@ class CoOpTextEncoder(BaseModule):
         if self.n_ctx < 0 or self.name_context_length < 2:
             raise ValueError('n_ctx must be >= 0 and name_context_length >= 2 (start/end).')
 
+        self.context_length = self.n_ctx + self.name_context_length
+        pretrained_context = int(cfg_text.get('context_length', 77))
+        if self.context_length > pretrained_context:
+            raise ValueError(f'n_ctx + name_context_length = {self.context_length} exceeds the '
+                             f'text context {pretrained_context}.')
+        # As released: the tower holds position embeddings for the prompt length only (13 =
+        # 8 + 5 for EVA02-CLIP); a pretrained file's 77 rows are cut to the first 13 on load.
+        cfg_text['context_length'] = self.context_length
         text = _build_text_tower(int(embed_dim or model_cfg['embed_dim']), cfg_text,
                                  quick_gelu=bool(model_cfg.get('quick_gelu', False)))
-        self.context_length = self.n_ctx + self.name_context_length
-        if self.context_length > text.positional_embedding.shape[0]:
-            raise ValueError(f'n_ctx + name_context_length = {self.context_length} exceeds the '
-                             f'text context {text.positional_embedding.shape[0]}.')
         # The text tower's modules live directly on this encoder, so its keys are the
         # open_clip/OpenAI names (token_embedding, positional_embedding, transformer.*,
         # ln_final, text_projection).
@@ -171,8 +177,7 @@ class CoOpTextEncoder(BaseModule):
         self.pool_type = text.pool_type
         self.eos_id = text.eos_id
         causal = text.attn_mask
-        self.register_buffer('attn_mask', None if causal is None else
-                             causal[:self.context_length, :self.context_length].clone(),
+        self.register_buffer('attn_mask', None if causal is None else causal.clone(),
                              persistent=False)
         self.width = int(text.width)
         if self.text_projection is None:
@@ -183,8 +188,9 @@ class CoOpTextEncoder(BaseModule):
             self.embed_dim = int(self.text_projection.shape[1])
 
         tok, self.num_start_tokens = build_tokenizer(model_cfg, tokenizer)
-        tokens = tok(list(self.class_names), context_length=self.name_context_length)
-        tokens = torch.as_tensor(tokens, dtype=torch.long)
+        with torch.device('cpu'):  # token ids are data, also when the model is built on 'meta'
+            tokens = tok(list(self.class_names), context_length=self.name_context_length)
+            tokens = torch.as_tensor(tokens, dtype=torch.long, device='cpu')
         if tokens.shape != (self.num_classes, self.name_context_length):
             raise ValueError(f'tokenizer returned shape {tuple(tokens.shape)}, expected '
                              f'({self.num_classes}, {self.name_context_length}).')
@@ -193,9 +199,14 @@ class CoOpTextEncoder(BaseModule):
                              f'({self.token_embedding.num_embeddings}); wrong tokenizer?')
         self.register_buffer('tokens', tokens, persistent=False)  # (K, name_context_length)
 
+        #: the pretrained file's ``logit_scale`` / ``logit_bias`` (None without a file)
+        self.logit_scale = self.logit_bias = None
         if checkpoint is not None:
             from .pretrained import load_text_tower
-            load_text_tower(self, checkpoint, config_key='model.text_encoder.checkpoint')
+            scalars = load_text_tower(self, checkpoint,
+                                      config_key='model.text_encoder.checkpoint')
+            self.logit_scale = scalars.get('logit_scale')
+            self.logit_bias = scalars.get('logit_bias')
         self.requires_grad_(False)
         self.eval()
         print_log(f'CoOpTextEncoder({model_name}): {self.num_classes} classes, width '

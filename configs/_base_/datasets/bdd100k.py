@@ -1,12 +1,13 @@
 # BDD100K (target). Layout: data/bdd100k/images/10k/{train,val}/*.jpg and
 # data/bdd100k/labels/sem_seg/masks/{train,val}/*.png (already 19 train IDs; no converter).
-#   tqdm / MFuser:  resize to 2048x1024 (keep ratio)  -> val_bdd100k
-#   Rein / SoMA:    resize to 1280x720                -> val_bdd100k_rein
+#   tqdm / MFuser:  native 1280x720 (the release's test scale (1280, 720), keep ratio)
+#                                                      -> val_bdd100k
+#   Rein / SoMA:    resize to 1280x720                -> val_bdd100k_rein (the same)
 bdd100k_type = 'BDD100KDGDataset'  # mmseg's 'BDD100KDataset' works the same
 bdd100k_root = 'data/bdd100k/'
 bdd100k_test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 1024), keep_ratio=True),
+    dict(type='Resize', scale=(1280, 720), keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]

@@ -11,7 +11,7 @@ cityscapes_crop_size = (512, 512)
 cityscapes_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomRatioResize', ratio_range=(0.5, 2.0)),  # of the image's own size
     dict(type='RandomCrop', crop_size=cityscapes_crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
@@ -38,7 +38,7 @@ train_cityscapes_rcs = dict(
     type='RareClassSampledDataset',
     dataset=train_cityscapes,
     min_pixels=3000,
-    temperature=0.01,
+    temperature=100,  # the release's class_temp
     min_crop_ratio=0.5)
 val_cityscapes = dict(
     type=cityscapes_type,

@@ -2,8 +2,8 @@
 # Source: train_synthia_rcs with rare-class sampling. Targets evaluated in ONE run through
 # MultiDomainDataset + DGIoUMetric (per-domain mIoU / per-class IoU, mean over domains, a table
 # in the log and <work_dir>/<timestamp>/dg_results.json; metrics '<domain>/mIoU', 'mean/mIoU').
-# Test protocol: tqdm/MFuser (targets resized to 2048x1024 keep-ratio, full-resolution
-# Mapillary); mIoU over the 16 SYNTHIA classes.
+# Test protocol: tqdm/MFuser as released (Cityscapes and Mapillary at 2048x1024 keep-ratio,
+# full-resolution Mapillary files, BDD100K at 1280x720); mIoU over the 16 SYNTHIA classes.
 _base_ = ['./synthia.py', './cityscapes.py', './bdd100k.py', './mapillary.py']
 train_dataloader = dict(
     batch_size=2,
@@ -23,5 +23,6 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(
     type='DGIoUMetric', eval_classes={{_base_.synthia_eval_classes}},
-    protocol='tqdm/MFuser: targets resized to 2048x1024 (keep ratio), full-resolution Mapillary')
+    protocol='tqdm/MFuser (as released): Cityscapes and Mapillary at 2048x1024 (keep ratio), '
+    'BDD100K at 1280x720')
 test_evaluator = val_evaluator

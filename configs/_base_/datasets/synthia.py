@@ -7,7 +7,7 @@ synthia_crop_size = (512, 512)
 synthia_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomRatioResize', ratio_range=(0.5, 2.0)),  # of the image's own size
     dict(type='RandomCrop', crop_size=synthia_crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
@@ -24,7 +24,7 @@ train_synthia_rcs = dict(
     type='RareClassSampledDataset',
     dataset=train_synthia,
     min_pixels=3000,
-    temperature=0.01,
+    temperature=100,  # the release's class_temp
     min_crop_ratio=0.5)
 synthia_eval_classes = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole',
                         'traffic light', 'traffic sign', 'vegetation', 'sky', 'person', 'rider',

@@ -47,7 +47,8 @@ model = dict(
         dropout=0.1),
     n_ctx=8,
     tau=0.07,
-    loss_vl=dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=True),
+    # score-map CE on score_map / tau, averaged over ALL pixels (ignored ones included), as released
+    loss_vl=dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=False),
     gamma_init='reference',
     decode_head=dict(
         type='TextQueriedMask2FormerHead',
@@ -70,8 +71,11 @@ model = dict(
                     self_attn_cfg=dict(embed_dims=feat, num_heads=8, num_levels=3, num_points=4,
                                        im2col_step=64, dropout=0.0, batch_first=True),
                     text_cross_attn_cfg=dict(embed_dims=feat, num_heads=8, batch_first=True),
-                    ffn_cfg=dict(embed_dims=feat, feedforward_channels=1024, num_fcs=2,
-                                 ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True)))),
+                    # 2048 as released (its config's ffn_cfgs say 1024, but mmcv 1.x lets the
+                    # layer-level feedforward_channels=2048 override it; the weights are 2048)
+                    ffn_cfg=dict(embed_dims=feat, feedforward_channels=2048, num_fcs=2,
+                                 ffn_drop=0.0, act_cfg=dict(type='ReLU', inplace=True))),
+                post_norm=True),  # final LayerNorm on the encoder output, as released
             positional_encoding=dict(num_feats=feat // 2, normalize=True)),
         positional_encoding=dict(num_feats=feat // 2, normalize=True),
         transformer_decoder=dict(

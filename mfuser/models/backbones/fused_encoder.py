@@ -107,6 +107,25 @@ class FusedEncoder(BaseModule):
             CPU and single-process runs; for multi-GPU training set ``dict(type='SyncBN')`` (or
             mmengine's ``sync_bn='torch'``), as the reference does.
         with_cp: activation checkpointing per block pair while training (saves memory).
+        resample: how pretrained position embeddings and patch kernels are resized to the
+            towers' grid and patch size: ``'release'`` (plain ``F.interpolate`` with the tower's
+            ``interpolation``, as the official code) or ``'timm'`` (antialiased, pseudo-inverse
+            patch resize); see :data:`mfuser.models.pretrained.RESAMPLE_MODES`. A tower dict
+            may set ``interpolation`` (default ``'bicubic'``; the release resizes OpenAI CLIP
+            and SigLIP with ``'bilinear'``).
+        adapter_proj: Linear projections around the adapters, named as released:
+            ``adapter_proj1[i]`` maps the VFM tokens into the adapter, ``adapter_proj2[i]`` maps
+            the adapter's VFM half back, ``adapter_proj3`` maps the final VFM tokens. ``None``
+            (default): only when the widths differ; ``True``: always (the released CLIP variant).
+        final: how the image-text embeddings are made from the last tokens ``x`` (VLM) and ``d``
+            (VFM). ``'norm_sum'`` (EVA02 and SigLIP as released):
+            ``head(vlm.norm(x) + vfm.norm(d))``; ``'clip'`` (CLIP as released):
+            ``head(vlm.norm(x + adapter_proj3(d)))``.
+        dense_pool: dense embeddings of a VLM with an attention-pool head (SigLIP):
+            ``'attention'`` (as released: the pool's attention with every token as a query,
+            then its residual MLP) or ``'value'`` (MaskCLIP: each token attends to itself).
+        double_class_embedding: when loading an OpenAI CLIP file, store twice its class
+            embedding as the class token (the released CLIP tower adds it twice).
         init_cfg: mmengine init config (unused for the towers; pretrained weights come from
             ``vfm.checkpoint`` / ``vlm.checkpoint``, loaded at construction time).
     """
@@ -121,6 +140,11 @@ class FusedEncoder(BaseModule):
                  input_norm: dict | None = None,
                  norm_cfg: dict | None = None,
                  with_cp: bool = False,
+                 resample: str = 'release',
+                 adapter_proj: bool | None = None,
+                 final: str = 'norm_sum',
+                 dense_pool: str = 'attention',
+                 double_class_embedding: bool = False,
                  init_cfg: dict | None = None):
         super().__init__(init_cfg=init_cfg)
         vfm = dict(DEFAULT_VFM if vfm is None else vfm)
@@ -130,6 +154,11 @@ class FusedEncoder(BaseModule):
                 raise ValueError(f"FusedEncoder: '{key}' needs a timm model 'name', got {cfg}.")
         if grid_mode not in ('pad', 'floor'):
             raise ValueError(f"grid_mode must be 'pad' or 'floor', got {grid_mode!r}.")
+        if final not in ('norm_sum', 'clip'):
+            raise ValueError(f"final must be 'norm_sum' or 'clip', got {final!r}.")
+        if dense_pool not in ('attention', 'value'):
+            raise ValueError(f"dense_pool must be 'attention' or 'value', got {dense_pool!r}.")
+        self.final, self.dense_pool = final, dense_pool
         self.grid_mode = grid_mode
         self.with_cp = bool(with_cp)
         img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -139,6 +168,8 @@ class FusedEncoder(BaseModule):
 
         vfm_name, vfm_ckpt = vfm.pop('name'), vfm.pop('checkpoint', None)
         vlm_name, vlm_ckpt = vlm.pop('name'), vlm.pop('checkpoint', None)
+        vfm_interp = vfm.pop('interpolation', 'bicubic')
+        vlm_interp = vlm.pop('interpolation', 'bicubic')
         from ..pretrained import load_vision_tower, require_file
         for key, name, path in (('vfm', vfm_name, vfm_ckpt), ('vlm', vlm_name, vlm_ckpt)):
             if path is not None:  # fail before building 2 x 300M parameters
@@ -179,15 +210,18 @@ class FusedEncoder(BaseModule):
         channels = self.vfm_width + self.vlm_width
         self.out_channels = [channels] * 4
 
-        if self.vfm_width != self.vlm_width:
-            self.vfm_to_vlm = nn.Linear(self.vfm_width, self.vlm_width)
-            self.vlm_to_vfm = nn.Linear(self.vlm_width, self.vfm_width)
-            self.vfm_final_proj = nn.Linear(self.vfm_width, self.vlm_width)
-            for lin in (self.vfm_to_vlm, self.vlm_to_vfm, self.vfm_final_proj):
-                nn.init.trunc_normal_(lin.weight, std=0.02)
-                nn.init.zeros_(lin.bias)
+        if adapter_proj is None:
+            adapter_proj = self.vfm_width != self.vlm_width
+        if final == 'clip' and not adapter_proj:
+            raise ValueError("final='clip' adds adapter_proj3(d): set adapter_proj=True.")
+        if adapter_proj:  # default nn.Linear init, as released
+            self.adapter_proj1 = nn.ModuleList(
+                nn.Linear(self.vfm_width, self.vlm_width) for _ in range(self.depth))
+            self.adapter_proj2 = nn.ModuleList(
+                nn.Linear(self.vlm_width, self.vfm_width) for _ in range(self.depth))
+            self.adapter_proj3 = nn.Linear(self.vfm_width, self.vlm_width)
         else:
-            self.vfm_to_vlm = self.vlm_to_vfm = self.vfm_final_proj = None
+            self.adapter_proj1 = self.adapter_proj2 = self.adapter_proj3 = None
 
         if adapter is None:
             self.adapter = None
@@ -203,28 +237,29 @@ class FusedEncoder(BaseModule):
         self.fpn1, self.fpn2, self.fpn3, self.fpn4 = build_fpn_necks(channels, norm_cfg)
 
         # Input statistics: the data preprocessor normalises for the VLM; the VFM branch maps
-        # x_vfm = (x * std_in + mean_in - mean_vfm) / std_vfm, i.e. x * scale + shift.
+        # x_vfm = (x * std_in + mean_in - mean_vfm) / std_vfm, in that order (as released),
+        # with the statistics on the 0-255 scale.
         vlm_mean, vlm_std = vt.tower_mean_std(self.vlm)
         vfm_mean, vfm_std = vt.tower_mean_std(self.vfm)
         if input_norm is None:
-            in_mean, in_std = vlm_mean, vlm_std
+            self.input_mean = [m * 255.0 for m in vlm_mean]
+            self.input_std = [s * 255.0 for s in vlm_std]
         else:
-            in_mean = tuple(float(v) / 255.0 for v in input_norm['mean'])
-            in_std = tuple(float(v) / 255.0 for v in input_norm['std'])
-        self.input_mean = [m * 255.0 for m in in_mean]
-        self.input_std = [s * 255.0 for s in in_std]
-        mi, si = torch.tensor(in_mean), torch.tensor(in_std)
-        mv, sv = torch.tensor(vfm_mean), torch.tensor(vfm_std)
-        self.register_buffer('vfm_scale', (si / sv).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer('vfm_shift', ((mi - mv) / sv).view(1, 3, 1, 1), persistent=False)
+            self.input_mean = [float(v) for v in input_norm['mean']]
+            self.input_std = [float(v) for v in input_norm['std']]
+        for name, values in (('in_mean', self.input_mean), ('in_std', self.input_std),
+                             ('vfm_mean', [m * 255.0 for m in vfm_mean]),
+                             ('vfm_std', [s * 255.0 for s in vfm_std])):
+            self.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1), persistent=False)
 
         # Pretrained weights from local files (never downloaded), then freeze the towers.
         if vfm_ckpt is not None:
             load_vision_tower(self.vfm, vfm_ckpt, config_key='model.backbone.vfm.checkpoint',
-                              role='vfm')
+                              role='vfm', resample=resample, interpolation=vfm_interp)
         if vlm_ckpt is not None:
             load_vision_tower(self.vlm, vlm_ckpt, config_key='model.backbone.vlm.checkpoint',
-                              role='vlm')
+                              role='vlm', resample=resample, interpolation=vlm_interp,
+                              double_class_embedding=double_class_embedding)
         for tower in (self.vfm, self.vlm):
             tower.requires_grad_(False)
             tower.eval()
@@ -244,7 +279,8 @@ class FusedEncoder(BaseModule):
         must not be re-initialised by mmengine's recursive ``init_weights`` (timm models have
         their own ``init_weights`` that would re-draw them).
         """
-        trainable = [m for m in (self.adapter, self.fpn1, self.fpn2) if m is not None]
+        trainable = [m for m in (self.adapter, self.adapter_proj1, self.adapter_proj2,
+                                 self.adapter_proj3, self.fpn1, self.fpn2) if m is not None]
         for module in trainable:
             for sub in module.modules():
                 if sub is not module and hasattr(sub, 'init_weights') and \
@@ -262,12 +298,18 @@ class FusedEncoder(BaseModule):
         if self.adapter is None:
             return x_vfm, x_vlm
         n_vfm = x_vfm.shape[1]
-        vfm_in = x_vfm if self.vfm_to_vlm is None else self.vfm_to_vlm(x_vfm)
+        vfm_in = x_vfm if self.adapter_proj1 is None else self.adapter_proj1[index](x_vfm)
         delta = self.adapter[index](torch.cat([vfm_in, x_vlm], dim=1), n_first=n_vfm)
         d_vfm, d_vlm = delta[:, :n_vfm], delta[:, n_vfm:]
-        if self.vlm_to_vfm is not None:
-            d_vfm = self.vlm_to_vfm(d_vfm)
+        if self.adapter_proj2 is not None:
+            d_vfm = self.adapter_proj2[index](d_vfm)
         return x_vfm + d_vfm, x_vlm + d_vlm
+
+    def vfm_input(self, img: torch.Tensor) -> torch.Tensor:
+        """Re-normalise a VLM-normalised image (B, 3, H, W) for the VFM."""
+        dt = img.dtype
+        raw = img * self.in_std.to(dt) + self.in_mean.to(dt)
+        return (raw - self.vfm_mean.to(dt)) / self.vfm_std.to(dt)
 
     def _prepare(self, img: torch.Tensor) -> torch.Tensor:
         if img.dim() != 4 or img.shape[1] != 3:
@@ -295,7 +337,7 @@ class FusedEncoder(BaseModule):
         """
         img = self._prepare(img)
         B = img.shape[0]
-        x_vfm_img = img * self.vfm_scale.to(img.dtype) + self.vfm_shift.to(img.dtype)
+        x_vfm_img = self.vfm_input(img)
         x_vfm, rope_vfm, grid = vt.embed(self.vfm, x_vfm_img)
         x_vlm, rope_vlm, grid_vlm = vt.embed(self.vlm, img)
         if grid != grid_vlm:  # cannot happen with a shared patch size; guard anyway
@@ -324,23 +366,33 @@ class FusedEncoder(BaseModule):
 
     def _embeddings(self, x_vfm: torch.Tensor, x_vlm: torch.Tensor, p_vfm: int, p_vlm: int
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """vlm.norm(x_vlm) + vfm.norm(x_vfm) -> VLM projection head.
+        """Final tokens of both towers -> the VLM's projection head (see ``final``).
 
         Patch tokens are summed position by position; a VLM class token gets the VFM class
         token added (when the VFM has one). VFM register tokens are not used.
         """
+        if self.final == 'clip':  # head(norm(x + adapter_proj3(d))), as the released CLIP
+            d = self.adapter_proj3(x_vfm)
+            fused = self._sum_tokens(x_vlm, d, p_vfm, p_vlm)
+            return vt.project(self.vlm, vt.final_norm(self.vlm, fused), self.dense_pool)
         n_vlm = vt.final_norm(self.vlm, x_vlm)
         n_vfm = vt.final_norm(self.vfm, x_vfm)
-        if self.vfm_final_proj is not None:
-            n_vfm = self.vfm_final_proj(n_vfm)
+        if self.adapter_proj3 is not None:
+            n_vfm = self.adapter_proj3(n_vfm)
+        return vt.project(self.vlm, self._sum_tokens(n_vlm, n_vfm, p_vfm, p_vlm),
+                          self.dense_pool)
+
+    def _sum_tokens(self, x_vlm: torch.Tensor, x_vfm: torch.Tensor, p_vfm: int, p_vlm: int
+                    ) -> torch.Tensor:
+        """VLM tokens plus the VFM's: patch tokens position by position, class tokens."""
         parts = []
         if p_vlm:
-            prefix = n_vlm[:, :p_vlm]
+            prefix = x_vlm[:, :p_vlm]
             if vt.has_class_token(self.vlm) and vt.has_class_token(self.vfm):
-                prefix = torch.cat([prefix[:, :1] + n_vfm[:, :1], prefix[:, 1:]], dim=1)
+                prefix = torch.cat([prefix[:, :1] + x_vfm[:, :1], prefix[:, 1:]], dim=1)
             parts.append(prefix)
-        parts.append(n_vlm[:, p_vlm:] + n_vfm[:, p_vfm:])
-        return vt.project(self.vlm, torch.cat(parts, dim=1))
+        parts.append(x_vlm[:, p_vlm:] + x_vfm[:, p_vfm:])
+        return torch.cat(parts, dim=1)
 
     @staticmethod
     def _to_map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:

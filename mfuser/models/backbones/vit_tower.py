@@ -43,6 +43,8 @@ def build_vit_tower(name: str, img_size: int | tuple[int, int], *, keep_head: bo
             not need it (``num_classes=0``); a VLM uses it as its image-text projection.
         **overrides: passed to ``timm.create_model`` (``depth``, ``embed_dim``,
             ``num_heads``, ``patch_size``, ``num_classes``, ...), e.g. to build tiny models.
+            ``head_bias=False`` makes a linear projection head bias-free (OpenAI CLIP's
+            ``proj`` is a plain matrix, as in the released CLIP variant).
 
     Returns:
         The timm model (``VisionTransformer`` or ``Eva``) in eval mode.
@@ -54,6 +56,7 @@ def build_vit_tower(name: str, img_size: int | tuple[int, int], *, keep_head: bo
         if forbidden in overrides:
             raise ValueError(f'{forbidden!r} is not allowed in the tower overrides: weights are '
                              "only loaded from local files named by the config key 'checkpoint'.")
+    head_bias = overrides.pop('head_bias', True)
     kwargs = dict(img_size=img_size, dynamic_img_size=True, dynamic_img_pad=True,
                   drop_path_rate=0.0)
     if not keep_head:
@@ -67,6 +70,8 @@ def build_vit_tower(name: str, img_size: int | tuple[int, int], *, keep_head: bo
     if not isinstance(model, (VisionTransformer, Eva)):
         raise ValueError(f'timm model {name!r} is a {type(model).__name__}; the fused encoder '
                          'supports timm VisionTransformer and Eva towers only.')
+    if not head_bias and isinstance(model.head, nn.Linear):
+        model.head = nn.Linear(model.head.in_features, model.head.out_features, bias=False)
     if getattr(model, 'rope_mixed', False):
         raise ValueError(f'timm model {name!r} uses depth-dependent (mixed) RoPE, which is not '
                          'supported by the block-by-block runner.')
@@ -144,30 +149,35 @@ def embed_dim(model: nn.Module) -> int:
     return int(model.embed_dim)
 
 
-def project(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def project(model: nn.Module, x: torch.Tensor, dense_pool: str = 'attention'
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Map final-normed tokens into the image-text embedding space.
 
     Args:
         model: the VLM tower.
         x: (B, P + N, C) tokens after the final norm (P prefix tokens, N patch tokens).
+        dense_pool: for attention-pool heads, how the dense embeddings are made (below).
 
     Returns:
         global embedding (B, 1, E) and dense patch embeddings (B, N, E).
 
     * CLIP-style towers with a class token (EVA02-CLIP, OpenAI CLIP): the linear ``head`` is
-      applied to every token; token 0 is the global embedding (as the reference does).
+      applied to every token; token 0 is the global embedding (as the release does).
     * SigLIP (no class token, attention-pool "MAP" head): the global embedding is the
-      attention pool over the patch tokens, exactly as SigLIP embeds images. The dense
-      embeddings are the same head with each token attending only to itself (value path:
-      ``kv``'s value half -> ``proj`` -> residual MLP), the MaskCLIP recipe, so dense and global
-      embeddings live in the same space as the text embeddings.
+      attention pool over the patch tokens, exactly as SigLIP embeds images. Dense embeddings,
+      ``dense_pool='attention'`` (as released): the pool's attention with every patch token
+      as a query over all patch tokens, then its residual MLP; ``'value'`` (MaskCLIP): each
+      token attends only to itself (value path -> ``proj`` -> residual MLP).
     """
     npt = num_prefix_tokens(model)
     patches = x[:, npt:]
     pool = getattr(model, 'attn_pool', None)
     if pool is not None:
         global_emb = pool(patches).unsqueeze(1)  # latent_len 1, 'token' pool -> (B, C)
-        dense = _attn_pool_value_path(pool, patches)
+        if dense_pool == 'attention':
+            dense = _attn_pool_all_queries(pool, patches)
+        else:
+            dense = _attn_pool_value_path(pool, patches)
         head = model.head
         if not isinstance(head, nn.Identity):
             global_emb, dense = head(model.fc_norm(global_emb)), head(model.fc_norm(dense))
@@ -179,13 +189,22 @@ def project(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return out[:, :1], out[:, npt:]
 
 
-def _attn_pool_value_path(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Per-token output of an attention pool whose query attends to that token only."""
+def _attn_pool_all_queries(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm ``AttentionPoolLatent`` with the tokens themselves as queries: (B, N, C) -> same.
+
+    The released SigLIP local map: the head's multi-head attention with query = key = value =
+    tokens, its output projection, then ``out + mlp(norm(out))`` - the pool's own steps with
+    ``q(x)`` in place of ``q(latent)``.
+    """
     B, N, C = x.shape
     if pool.pos_embed is not None:
         x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
-    v = pool.kv(x).reshape(B, N, 2, C)[:, :, 1]
-    out = pool.proj_drop(pool.proj(v))
+    heads = pool.num_heads
+    q = pool.q(x).reshape(B, N, heads, C // heads).transpose(1, 2)
+    k, v = pool.kv(x).reshape(B, N, 2, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = pool.q_norm(q), pool.k_norm(k)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    out = pool.proj_drop(pool.proj(out.transpose(1, 2).reshape(B, N, C)))
     if pool.mlp is not None:
         out = out + pool.mlp(pool.norm(out))
     return out

@@ -52,6 +52,11 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
         no_object_weight: weight of the "no object" class (0.1).
         train_cfg: ``num_points`` (12544), ``oversample_ratio`` (3.0),
             ``importance_sample_ratio`` (0.75) for the point-sampled mask losses.
+        mmdet_init: what ``init_weights()`` (called by mmengine's Runner before training)
+            does. ``False`` (default, as released: the official training never calls the
+            head's ``init_weights``): nothing, the constructors' initialisation stays (incl.
+            mmcv's deformable-attention init). ``True``: mmdet's Mask2Former init (xavier
+            transformer decoder, caffe2-xavier convolutions, MSDA init).
 
     forward(feats, text): feats 4 maps (B, C_i, H_i, W_i), text (B, K, E) ->
     per-decoder-layer class logits (B, K, K+1) and mask logits (B, K, H_0, W_0).
@@ -77,6 +82,7 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
                  test_cfg: dict | None = None,
                  align_corners: bool = False,
                  ignore_index: int = 255,
+                 mmdet_init: bool = False,
                  init_cfg=None):
         # Deliberately skip the parents' __init__ (it builds a Hungarian assigner and
         # free-form queries); everything the inherited methods use is set up here.
@@ -84,6 +90,7 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
         if pixel_decoder is None or transformer_decoder is None:
             raise ValueError('TextQueriedMask2FormerHead needs `pixel_decoder` and '
                              '`transformer_decoder` configs (see configs/_base_/models).')
+        self.mmdet_init = bool(mmdet_init)
         self.num_classes = num_classes
         self.num_queries = num_classes
         self.out_channels = num_classes
@@ -113,7 +120,7 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
         self.decoder_positional_encoding = SinePositionalEncoding(
             **(positional_encoding or dict(num_feats=feat_channels // 2, normalize=True)))
         # Queries: features from the text, positions learnable; tied to classes.
-        self.text_query_proj = nn.Sequential(
+        self.text_proj = nn.Sequential(
             nn.Linear(text_dim, feat_channels), nn.ReLU(inplace=True),
             nn.Linear(feat_channels, feat_channels))
         self.query_embed = nn.Embedding(self.num_queries, feat_channels)
@@ -141,6 +148,9 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
         self.loss_dice = MODELS.build(loss_dice or _DEFAULT_LOSS_DICE)
 
     def init_weights(self) -> None:
+        if not self.mmdet_init:  # as released: keep the constructors' initialisation
+            self._is_init = True
+            return
         for m in self.decoder_input_projs:
             if isinstance(m, Conv2d):
                 caffe2_xavier_init(m, bias=0)
@@ -197,7 +207,7 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
             no_pad = inp.new_zeros((batch_size, ) + memories[i].shape[-2:], dtype=torch.bool)
             decoder_pos.append(
                 self.decoder_positional_encoding(no_pad).flatten(2).transpose(1, 2))
-        query_feat = self.text_query_proj(text)
+        query_feat = self.text_proj(text)
         query_embed = self.query_embed.weight.unsqueeze(0).expand(batch_size, -1, -1)
 
         cls_pred, mask_pred, attn_mask = self._forward_head(
@@ -233,8 +243,14 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
     @staticmethod
     def semantic_inference(cls_logits: torch.Tensor, mask_logits: torch.Tensor,
                            size: tuple[int, int]) -> torch.Tensor:
-        """(B, Q, K+1), (B, Q, h, w) -> (B, K, *size), summed over queries."""
-        masks = F.interpolate(mask_logits, size=tuple(size), mode='bilinear',
-                              align_corners=False).sigmoid()
+        """(B, Q, K+1), (B, Q, h, w) -> (B, K, *size).
+
+        As released: class probabilities (softmax, "no object" dropped) times mask
+        probabilities (sigmoid), summed over queries at the mask resolution (h, w); the
+        result is then resized bilinearly (``align_corners=False``) to ``size``.
+        """
         scores = F.softmax(cls_logits, dim=-1)[..., :-1]
-        return torch.einsum('bqc,bqhw->bchw', scores, masks)
+        seg = torch.einsum('bqc,bqhw->bchw', scores, mask_logits.sigmoid())
+        if tuple(seg.shape[-2:]) != tuple(size):
+            seg = F.interpolate(seg, size=tuple(size), mode='bilinear', align_corners=False)
+        return seg

@@ -60,12 +60,28 @@ class TextDeformableEncoderLayer(DeformableDetrTransformerEncoderLayer):
 
 
 class TextMSDeformAttnEncoder(Mask2FormerTransformerEncoder):
-    """Stack of :class:`TextDeformableEncoderLayer` (extra kwargs reach every layer)."""
+    """Stack of :class:`TextDeformableEncoderLayer` (extra kwargs reach every layer).
+
+    Args:
+        post_norm: apply a final LayerNorm (``post_norm``) to the last layer's output, as the
+            release does (its encoder is an mmcv-1.x ``DetrTransformerDecoder`` with
+            ``return_intermediate=True``, which always applies its ``post_norm``). ``False``
+            gives mmdet's Mask2Former encoder (no final norm).
+    """
+
+    def __init__(self, *args, post_norm: bool = True, **kwargs):
+        self.use_post_norm = bool(post_norm)
+        super().__init__(*args, **kwargs)
 
     def _init_layers(self) -> None:
         self.layers = ModuleList(
             [TextDeformableEncoderLayer(**self.layer_cfg) for _ in range(self.num_layers)])
         self.embed_dims = self.layers[0].embed_dims
+        self.post_norm = nn.LayerNorm(self.embed_dims) if self.use_post_norm else None
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        query = super().forward(*args, **kwargs)
+        return query if self.post_norm is None else self.post_norm(query)
 
 
 @MODELS.register_module()
@@ -85,6 +101,7 @@ class TextMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
         encoder = ConfigDict(copy.deepcopy(encoder))
         plain = copy.deepcopy(encoder)
         plain.layer_cfg.pop('text_cross_attn_cfg', None)
+        plain.pop('post_norm', None)
         super().__init__(encoder=plain, **kwargs)
         self.encoder = TextMSDeformAttnEncoder(**encoder)
         feat_channels = self.level_encoding.embedding_dim

@@ -28,6 +28,9 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
 
+#: The score-map loss as released: CE on ``score_map / tau``, mean over all pixels.
+DEFAULT_LOSS_VL = dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=False)
+
 
 @MODELS.register_module()
 class MFuser(EncoderDecoder):
@@ -41,9 +44,18 @@ class MFuser(EncoderDecoder):
         decode_head: text-queried Mask2Former head config.
         n_ctx: number of learnable prompt context vectors (8).
         tau: temperature of the score-map regularisation (0.07).
-        loss_vl: loss on the score map (mmseg CE, weight 1.0); ``None`` disables it.
+        loss_vl: loss on the score map. Default as released: mmseg CE, weight 1.0, averaged
+            over all pixels, ignored ones included (``avg_non_ignore=False``). ``None``
+            switches the score-map loss off.
         gamma_init: ``'reference'`` reproduces the released code (a truncated-normal(0, 1)
             draw over the 1e-4 fill); a float fills gamma with that value.
+        score_logits: how the score-map loss turns cosines into logits: ``'tau'`` (EVA02 and
+            CLIP as released: ``score_map / tau``) or ``'pretrained'`` (SigLIP as released:
+            ``score_map * exp(logit_scale) + logit_bias``, both read from the text tower's
+            pretrained file, ``model.text_encoder.checkpoint``).
+        contexts_init_std: std of the truncated-normal (cut at +-2) init of the prompt
+            ``contexts``. Default 1.0 as released (``nn.init.trunc_normal_`` defaults);
+            CoOp's original init is 0.02.
     """
 
     def __init__(self,
@@ -53,8 +65,10 @@ class MFuser(EncoderDecoder):
                  decode_head: dict,
                  n_ctx: int = 8,
                  tau: float = 0.07,
-                 loss_vl: dict | None = None,
+                 loss_vl: dict | None = DEFAULT_LOSS_VL,
                  gamma_init: str | float = 'reference',
+                 contexts_init_std: float = 1.0,
+                 score_logits: str = 'tau',
                  neck: dict | None = None,
                  auxiliary_head: dict | None = None,
                  train_cfg: dict | None = None,
@@ -62,8 +76,6 @@ class MFuser(EncoderDecoder):
                  data_preprocessor: dict | None = None,
                  pretrained: str | None = None,
                  init_cfg=None):
-        if loss_vl is None:
-            loss_vl = dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=True)
         super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                          auxiliary_head=auxiliary_head, train_cfg=train_cfg,
                          test_cfg=test_cfg, data_preprocessor=data_preprocessor,
@@ -84,8 +96,11 @@ class MFuser(EncoderDecoder):
                              f'width {embed_dim}: the VLM vision and text towers must match')
         self._check_widths(embed_dim)
         self.tau = tau
+        if score_logits not in ('tau', 'pretrained'):
+            raise ValueError(f"score_logits must be 'tau' or 'pretrained', got {score_logits!r}")
+        self.score_logits = score_logits
         self.contexts = nn.Parameter(torch.empty(1, n_ctx, self.text_encoder.width))
-        nn.init.trunc_normal_(self.contexts, std=0.02)
+        nn.init.trunc_normal_(self.contexts, std=float(contexts_init_std), a=-2.0, b=2.0)
         self.gamma = nn.Parameter(torch.full((embed_dim, ), 1e-4))
         if gamma_init == 'reference':
             nn.init.trunc_normal_(self.gamma, mean=0.0, std=1.0, a=-2.0, b=2.0)
@@ -133,6 +148,19 @@ class MFuser(EncoderDecoder):
         text = text.to(visual.dtype).unsqueeze(0).expand(batch, -1, -1)
         return text + self.gamma * self.context_decoder(text, visual)
 
+    def score_map_logits(self, score: torch.Tensor) -> torch.Tensor:
+        """Cosine score map -> logits of the score-map loss (see ``score_logits``)."""
+        if self.score_logits == 'tau':
+            return score / self.tau
+        scale = getattr(self.text_encoder, 'logit_scale', None)
+        if scale is None:
+            raise RuntimeError(
+                "score_logits='pretrained' needs the text tower's logit_scale/logit_bias, "
+                'which come from its pretrained file: set model.text_encoder.checkpoint to the '
+                "SigLIP file, or use score_logits='tau'.")
+        bias = getattr(self.text_encoder, 'logit_bias', None) or 0.0
+        return score * float(torch.tensor(scale).exp()) + bias
+
     @staticmethod
     def score_map(text: torch.Tensor, dense_emb: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every pixel with every class: (B, K, h, w)."""
@@ -156,7 +184,7 @@ class MFuser(EncoderDecoder):
                             'decode')
         if self.loss_vl is not None:
             labels = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1).long()
-            scores = resize(self.score_map(text, dense_emb) / self.tau,
+            scores = resize(self.score_map_logits(self.score_map(text, dense_emb)),
                             size=labels.shape[-2:], mode='bilinear', align_corners=False)
             losses['vl.loss_ce'] = self.loss_vl(scores, labels,
                                                 ignore_index=self.decode_head.ignore_index)

@@ -1,0 +1,23 @@
+# MFuser with DINOv2-L (VFM) x OpenAI CLIP ViT-L/14-336 (VLM), wired as the released MFuser_CLIP
+# (configs/mfuser/mfuser_clip_vit-l_1e-4_20k-g2c-512.py of the release):
+# * both towers use 16-pixel patches: a 32x32 token grid at 512 (CLIP's 14x14 patch kernel and
+#   24x24 position embedding are resized bilinearly, DINOv2's bicubically, when loading);
+# * per-block projections adapter_proj1[i] (DINOv2 tokens into the MVFuser) and
+#   adapter_proj2[i] (the MVFuser's DINOv2 half back), and the final embedding
+#   proj(ln_post(x + adapter_proj3(d))) with a bias-free projection;
+# * the release adds CLIP's class embedding twice to token 0 (stored doubled as cls_token);
+# * drop path 0.1 over the CLIP blocks (training only); 5 context tokens (text context 10).
+_base_ = ['./mfuser_dinov2_eva02.py']
+embed_dim = 768
+n_ctx = 5
+model = dict(
+    backbone=dict(
+        vlm=dict(name='vit_large_patch14_clip_quickgelu_336', patch_size=16,
+                 drop_path_rate=0.1, head_bias=False, interpolation='bilinear'),
+        adapter_proj=True,
+        final='clip',
+        double_class_embedding=True),
+    text_encoder=dict(model_name='ViT-L-14-336-quickgelu', n_ctx=n_ctx, name_context_length=5),
+    n_ctx=n_ctx,
+    context_decoder=dict(visual_dim=embed_dim),
+    decode_head=dict(text_dim=embed_dim))
