@@ -26,6 +26,9 @@ def parse_args(argv=None):
                         help='start afresh in a work dir that already holds checkpoints '
                         '(they are replaced); without it such a run stops with an error')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--skip-nonfinite', action='store_true',
+                        help='skip an optimizer step whose gradients are NaN/inf (at most 20 in '
+                        'a row) instead of stopping the run (the default)')
     parser.add_argument('--no-preflight', action='store_true',
                         help='skip the check for data roots and weight files')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -62,6 +65,30 @@ def build_config(args) -> Config:
     return cfg
 
 
+def add_nonfinite_guard(cfg: Config, skip: bool) -> None:
+    """Put :class:`~mfuser.engine.NonFiniteLossHook` into ``custom_hooks`` unless the config
+    has one (``skip``: skip bad steps instead of stopping)."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    found = [h for h in hooks if isinstance(h, dict) and h.get('type') in (
+        'NonFiniteLossHook', 'mmseg.NonFiniteLossHook')]
+    if not found:
+        hooks.append(dict(type='NonFiniteLossHook'))
+        found = hooks[-1:]
+    if skip:
+        found[0]['action'] = 'skip'
+    cfg.custom_hooks = hooks
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc``; for an error re-raised from a data loader worker (whose text
+    is the worker's traceback) the last line, without the exception's type."""
+    text = str(exc).strip()
+    if 'Original Traceback' in text:
+        text = text.splitlines()[-1]
+        text = text.split(': ', 1)[1] if ': ' in text else text
+    return text
+
+
 def earlier_checkpoints(work_dir: str) -> list[str]:
     """Checkpoint files a fresh run in ``work_dir`` would overwrite."""
     if not osp.isdir(work_dir):
@@ -73,6 +100,13 @@ def earlier_checkpoints(work_dir: str) -> list[str]:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
+    from mfuser.engine.workdir import WorkDirBusy, acquire_work_dir, check_work_dir_free
+    main_rank = args.launcher == 'none' or os.environ.get(
+        'RANK', os.environ.get('SLURM_PROCID', '0')) == '0'
+    try:
+        check_work_dir_free(cfg.work_dir)
+    except WorkDirBusy as exc:
+        sys.exit(f'error: {exc}')
     found = earlier_checkpoints(cfg.work_dir)
     if found and not cfg.get('resume') and not args.overwrite:
         sys.exit(f'error: work dir {cfg.work_dir!r} already holds checkpoints of an earlier run '
@@ -86,6 +120,12 @@ def main(argv=None):
             check_config(cfg, 'train')
         except ConfigCheckError as exc:
             sys.exit(f'error: {exc}')
+    if main_rank:  # one training per work dir; released when this process ends, however
+        try:
+            acquire_work_dir(cfg.work_dir)
+        except WorkDirBusy as exc:
+            sys.exit(f'error: {exc}')
+    add_nonfinite_guard(cfg, args.skip_nonfinite)
     from mfuser.engine import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
@@ -99,7 +139,12 @@ def main(argv=None):
                 require_matching_checkpoint(runner.model, path)
             except CheckpointError as exc:
                 sys.exit(f'error: cannot resume: {exc}')
-    runner.train()
+    from mfuser.datasets import DataFileError
+    from mfuser.engine.nonfinite import NonFiniteLossError
+    try:
+        runner.train()
+    except (NonFiniteLossError, DataFileError) as exc:
+        sys.exit(f'error: {one_line(exc)}')
     print_log(f'checkpoints and logs: {osp.abspath(cfg.work_dir)}', logger='current')
 
 

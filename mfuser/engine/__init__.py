@@ -2,8 +2,10 @@
 from . import checkpoint as _ckpt
 from .curves import TrainingCurvesHook, plot_curves, read_scalars
 from .distributed import CPUDistributedDataParallel, setup_cpu_distributed
+from .nonfinite import NonFiniteLossError, NonFiniteLossHook
 from .rank_check import RankConsistencyHook, parameter_checksum
 from .schedulers import PolyLRWithLinearWarmup
+from .workdir import WorkDirBusy, acquire_work_dir, check_work_dir_free
 
 CheckpointError = _ckpt.CheckpointError
 checkpoint_mismatch = _ckpt.checkpoint_mismatch
@@ -13,8 +15,9 @@ require_matching_checkpoint = _ckpt.require_matching_checkpoint
 runner_checkpoint_globals = _ckpt.runner_checkpoint_globals
 skip_pretrained_held_by = _ckpt.skip_pretrained_held_by
 
-__all__ = ['CPUDistributedDataParallel', 'CheckpointError', 'PolyLRWithLinearWarmup',
-           'RankConsistencyHook',
+__all__ = ['CPUDistributedDataParallel', 'CheckpointError', 'NonFiniteLossError',
+           'NonFiniteLossHook', 'PolyLRWithLinearWarmup', 'RankConsistencyHook', 'WorkDirBusy',
+           'acquire_work_dir', 'check_work_dir_free',
            'TrainingCurvesHook', 'checkpoint_mismatch', 'load_trusted_local',
            'parameter_checksum', 'plot_curves', 'read_scalars',
            'read_state_dict', 'require_matching_checkpoint', 'runner_checkpoint_globals',

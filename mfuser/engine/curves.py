@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import os.path as osp
+import re
 from collections import defaultdict
 
 from mmengine.hooks import Hook
@@ -67,14 +69,78 @@ def plot_curves(scalars_json: str, out_png: str) -> str | None:
     return out_png
 
 
+def _records(path: str) -> list[dict]:
+    """The JSON records of a scalar log; unreadable lines (a run killed mid-write) dropped."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict):
+                    out.append(rec)
+    except OSError:
+        pass
+    return out
+
+
+def earlier_scalars(work_dir: str, log_dir: str, upto: int) -> list[dict]:
+    """The scalar records of the run ``log_dir`` continues, up to iteration ``upto``.
+
+    mmengine starts a new timestamped log directory (with its own ``vis_data/scalars.json``)
+    for every launch, so after ``--resume`` the log would hold only the last segment. The
+    newest earlier run directory of ``work_dir`` with training records is the previous
+    segment (and, when it was resumed itself, already holds the segments before it); its
+    records past ``upto`` (logged after the checkpoint the run resumes from) are dropped.
+    """
+    current = osp.basename(osp.normpath(log_dir))
+    try:
+        runs = sorted(d for d in os.listdir(work_dir)
+                      if re.fullmatch(r'\d{8}_\d{6}', d) and d < current)
+    except OSError:
+        return []
+    for run in reversed(runs):
+        records = _records(osp.join(work_dir, run, 'vis_data', 'scalars.json'))
+        if any(any('loss' in k for k in r) for r in records):
+            return [r for r in records if isinstance(r.get('step'), (int, float))
+                    and r['step'] <= upto]
+    return []
+
+
 @HOOKS.register_module()
 class TrainingCurvesHook(Hook):
-    """After a run, save ``training_curves.png`` in the run's log directory."""
+    """Keep the scalar log of a resumed run whole, and save ``training_curves.png`` in the
+    run's log directory after the run.
+
+    When training resumes (iteration > 0 at the start), the records of the run it continues
+    (:func:`earlier_scalars`) are written at the head of the new run's
+    ``vis_data/scalars.json``, so that file and the curves cover the whole run.
+    """
 
     priority = 'VERY_LOW'
 
     def __init__(self, filename: str = 'training_curves.png'):
         self.filename = filename
+
+    def before_train(self, runner) -> None:
+        from mmengine.dist import is_main_process
+        if runner.iter == 0 or not is_main_process():
+            return
+        earlier = earlier_scalars(runner.work_dir, runner.log_dir, runner.iter)
+        if not earlier:
+            return
+        path = osp.join(runner.log_dir, 'vis_data', 'scalars.json')
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        own = _records(path)
+        tmp = f'{path}.tmp{os.getpid()}'
+        with open(tmp, 'w') as f:
+            for rec in earlier + own:
+                f.write(json.dumps(rec) + '\n')
+        os.replace(tmp, path)
+        runner.logger.info(f'resumed at iteration {runner.iter}: {len(earlier)} earlier scalar '
+                           f'records copied into {path}')
 
     def after_run(self, runner) -> None:
         scalars = osp.join(runner.log_dir, 'vis_data', 'scalars.json')

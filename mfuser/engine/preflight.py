@@ -256,13 +256,90 @@ def check_cfg_options(cfg, options: Mapping | None) -> None:
         raise ConfigCheckError('unknown config keys:\n  - ' + '\n  - '.join(problems))
 
 
+def _constructor_default(node: Mapping, walked: list[str], name: str):
+    """The default of argument ``name`` of what the config dict ``node`` builds, or None."""
+    import inspect
+    try:
+        target = _registered(_typed(node, walked))
+    except Exception:  # noqa: BLE001 - no type information: nothing to compare with
+        return None
+    if target is None:
+        return None
+    for klass in (target.__mro__ if inspect.isclass(target) else (target, )):
+        init = getattr(klass, '__init__', None) if inspect.isclass(target) else klass
+        try:
+            param = inspect.signature(init).parameters.get(name)
+        except (TypeError, ValueError):
+            return None
+        if param is not None:
+            return None if param.default is inspect.Parameter.empty else param.default
+    return None
+
+
+def _type_problem(value, like) -> str | None:
+    """Why ``value`` cannot stand where the config has (or the constructor defaults to)
+    ``like``; None when it can or when nothing is known."""
+    if value is None or like is None:
+        return None
+    if isinstance(like, bool):
+        return None if isinstance(value, bool) else 'true or false (True / False)'
+    if isinstance(like, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else 'an integer'
+    if isinstance(like, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else 'a number'
+    return None
+
+
+def check_cfg_option_types(cfg, options: Mapping | None) -> None:
+    """Reject ``--cfg-options`` values of the wrong type before anything runs.
+
+    mmengine keeps a value it cannot parse as a number as a string, so
+    ``train_cfg.max_iters=abc`` or ``optim_wrapper.optimizer.lr=abc`` would fail deep inside
+    the run (or, for some keys, not at all). A value must have the type of the value it
+    replaces (for a new key: of the constructor argument's default): an integer for an integer,
+    a number for a float, True/False for a flag. ``None`` is always accepted.
+    """
+    problems = []
+    for dotted, value in (options or {}).items():
+        node, walked, like = getattr(cfg, '_cfg_dict', cfg), [], None
+        parts = dotted.split('.')
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, Sequence) and not isinstance(node, (str, bytes)) \
+                    and part.isdigit() and int(part) < len(node):
+                child = node[int(part)]
+            elif isinstance(node, Mapping) and part in node:
+                child = node[part]
+            else:
+                if last and isinstance(node, Mapping):
+                    like = _constructor_default(node, walked, part)
+                break
+            if last:
+                like = child
+                if isinstance(child, int) and not isinstance(child, bool) and \
+                        isinstance(node, Mapping):  # an int the constructor takes as float
+                    default = _constructor_default(node, walked, part)
+                    like = default if isinstance(default, float) else child
+            node = child
+            walked.append(part)
+        expected = _type_problem(value, like)
+        if expected:
+            problems.append(f'--cfg-options {dotted}={value!r}: expected {expected} '
+                            f'(like {like!r}), got {type(value).__name__} {value!r}')
+    if problems:
+        raise ConfigCheckError('config values of the wrong type:\n  - ' +
+                               '\n  - '.join(problems))
+
+
 def load_config(path: str, cfg_options: Mapping | None = None,
                 work_dir: str | None = None, launcher: str = 'none'):
     """Read a config the way the tools do: ``--cfg-options`` checked then merged, ``launcher``
     set, ``work_dir`` from the argument, else the config, else ``./work_dirs/<config name>``.
 
     Raises:
-        ConfigCheckError: the file does not exist or an option names an unknown key.
+        ConfigCheckError: the file does not exist, an option names an unknown key or has a
+            value of the wrong type.
     """
     from mmengine.config import Config
     if not osp.isfile(path):
@@ -271,6 +348,7 @@ def load_config(path: str, cfg_options: Mapping | None = None,
     cfg.launcher = launcher
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
+        check_cfg_option_types(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
