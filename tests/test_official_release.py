@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 from mmengine.config import Config
-from mmseg.registry import MODELS
+from tests_official_helpers import CONFIGS, build_meta
 
 from mfuser.models.official_release import (
     DROPPED,
@@ -25,8 +25,6 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REF = osp.join(osp.dirname(REPO), 'shared', 'reference')
 TABLES = {'eva02': 'mfuser_eva02_official.keys.json', 'clip': 'mfuser_clip_official.keys.json',
           'siglip': 'mfuser_siglip_official.keys.json'}
-CONFIGS = {'eva02': 'mfuser_eva02_gta.py', 'clip': 'mfuser_clip_gta.py',
-           'siglip': 'mfuser_siglip_gta.py'}
 # What each variant's official checkpoint holds that the project model does not (and why it is
 # dropped) - anything else unmatched is a failure.
 EXPECTED_DROPS = {
@@ -56,19 +54,6 @@ def meta_official(variant, mmcv_file=True):
         out[key] = torch.empty(info['shape'], dtype=getattr(torch, info['dtype']),
                                device='meta')
     return out
-
-
-def build_meta(variant):
-    cfg = Config.fromfile(osp.join(REPO, 'configs', CONFIGS[variant]))
-    cfg.model.backbone.vfm.checkpoint = None
-    cfg.model.backbone.vlm.checkpoint = None
-    cfg.model.text_encoder.checkpoint = None
-    if variant == 'siglip':  # token ids do not matter for shapes (the real one is a local file)
-        cfg.model.text_encoder.tokenizer = (
-            lambda texts, context_length: torch.ones(len(texts), context_length,
-                                                     dtype=torch.long))
-    with torch.device('meta'):
-        return MODELS.build(cfg.model)
 
 
 @pytest.mark.parametrize('variant', ['eva02', 'clip', 'siglip'])

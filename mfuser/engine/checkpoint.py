@@ -79,10 +79,48 @@ def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
             'to load it with weights_only=False.') from exc
 
 
+def convert_official_checkpoint(ckpt, filename: str):
+    """An official MFuser checkpoint (github devinxzhang/MFuser, mmcv 1.x) in this project's
+    names, converted in memory and logged; any other checkpoint is returned unchanged.
+
+    Only the weights are kept (the official run's optimizer state does not fit this project's
+    parameter groups); see :mod:`mfuser.models.official_release` for what is dropped and why.
+    """
+    from mmengine.logging import print_log
+
+    from mfuser.models.official_release import (
+        convert_official_state_dict,
+        is_official_state_dict,
+    )
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not is_official_state_dict(state):
+        return ckpt
+    converted, dropped, variant = convert_official_state_dict(state)
+    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    print_log(f'{filename}: an official MFuser checkpoint ({variant}), converted in memory to '
+              f'{len(converted)} tensors; {len(dropped)} official keys dropped '
+              f'({", ".join(sorted(dropped)[:3])}{", ..." if len(dropped) > 3 else ""}); '
+              'tools/model_converters/mfuser2mmseg.py writes the converted file once',
+              logger='current')
+    return dict(meta=dict(official_variant=variant, dataset_meta=official_dataset_meta(meta)),
+                state_dict=converted)
+
+
+def official_dataset_meta(meta: dict) -> dict:
+    """mmseg 1.x ``dataset_meta`` from an mmcv 1.x checkpoint's ``CLASSES`` / ``PALETTE``."""
+    out = {}
+    if meta.get('CLASSES'):
+        out['classes'] = tuple(meta['CLASSES'])
+    if meta.get('PALETTE'):
+        out['palette'] = [list(c) for c in meta['PALETTE']]
+    return out
+
+
 def read_state_dict(filename: str) -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint (runner checkpoint or bare state dict), memory-mapped
     where possible, with a DDP ``module.`` prefix removed."""
-    ckpt = load_trusted_local(filename, map_location='cpu', mmap=True)
+    ckpt = convert_official_checkpoint(
+        load_trusted_local(filename, map_location='cpu', mmap=True), filename)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
@@ -167,4 +205,4 @@ def skip_pretrained_held_by(cfg, checkpoint: str) -> list[str]:
 
 @CheckpointLoader.register_scheme(prefixes='', force=True)
 def _load_from_local(filename, map_location):
-    return load_trusted_local(filename, map_location)
+    return convert_official_checkpoint(load_trusted_local(filename, map_location), filename)

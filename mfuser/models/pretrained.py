@@ -38,9 +38,7 @@ from mmengine.logging import print_log
 
 __all__ = [
     'CheckpointMismatchError', 'require_file', 'load_state_dict_file', 'load_vision_tower',
-    'load_text_tower',
-    'convert_vision_state_dict', 'map_released_visual_key', 'convert_released_mfuser',
-    'check_and_load',
+    'load_text_tower', 'convert_vision_state_dict', 'resize_patch_kernel', 'check_and_load',
 ]
 
 #: What a config key is expected to point at, for error messages.
@@ -298,48 +296,3 @@ def load_text_tower(module: nn.Module, path: str, config_key: str,
         state['positional_embedding'] = pos[:own.shape[0]]
     check_and_load(module, state, f'{config_key}={path!r}')
     return scalars
-
-
-# ---------------------------------------------------------------- released MFuser checkpoints
-_RELEASED_RULES = (
-    (re.compile(r'^(?:backbone\.)?visual\.(adapter\.\d+\..+)$'), r'\1'),
-    (re.compile(r'^(?:backbone\.)?visual\.(fpn[1-4]\..+)$'), r'\1'),
-)
-
-
-def map_released_visual_key(key: str) -> str | None:
-    """Rename a released MFuser key into :class:`FusedEncoder` names.
-
-    ``visual.adapter.N.*`` -> ``adapter.N.*`` and ``visual.fpnK.*`` -> ``fpnK.*`` (an optional
-    ``backbone.`` prefix is accepted). Returns ``None`` for keys this rule does not cover
-    (the VLM tower's own ``visual.*`` keys go through :func:`convert_released_mfuser`).
-    """
-    for pattern, repl in _RELEASED_RULES:
-        if pattern.match(key):
-            return pattern.sub(repl, key)
-    return None
-
-
-def convert_released_mfuser(state: Mapping[str, torch.Tensor], encoder: nn.Module
-                            ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Split a released MFuser state dict into FusedEncoder keys and everything else.
-
-    Adapters and necks are renamed (:func:`map_released_visual_key`); the remaining
-    ``visual.*`` keys (the EVA tower) are converted with timm's EVA filter and prefixed
-    ``vlm.``. Returns ``(encoder_state, rest)``; ``rest`` keeps the other keys unchanged
-    (text encoder, context decoder, head, ...).
-    """
-    state = _unwrap(state)
-    encoder_state, visual, rest = {}, {}, {}
-    for key, value in state.items():
-        new = map_released_visual_key(key)
-        if new is not None:
-            encoder_state[new] = value
-        elif re.match(r'^(?:backbone\.)?visual\.', key):
-            visual['visual.' + key.split('visual.', 1)[1]] = value
-        else:
-            rest[key] = value
-    if visual:
-        for key, value in convert_vision_state_dict(visual, encoder.vlm).items():
-            encoder_state['vlm.' + key] = value
-    return encoder_state, rest

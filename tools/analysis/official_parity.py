@@ -145,10 +145,12 @@ def compare(ours: dict[str, np.ndarray], golden) -> list[dict]:
             ref64 = ref.astype(np.float64)
             err = float(np.abs(got - ref64).max() / np.abs(ref64).max())
             if ref.dtype == np.float16:
-                ulp = np.abs(got.astype(np.float16).astype(np.float64) - ref64) <= \
-                    np.spacing(np.abs(ref).astype(np.float16)).astype(np.float64) * 1.0001
-                ok = err <= TOL_F16 or bool(ulp.all())
-                rows.append(dict(field=name, error=err, tol=TOL_F16, ok=ok, note='float16'))
+                spacing = np.spacing(np.abs(ref)).astype(np.float64)
+                ulps = np.abs(got.astype(np.float16).astype(np.float64) - ref64) / spacing
+                ok = err <= TOL_F16 or bool((ulps <= 1).all())
+                rows.append(dict(field=name, error=err, tol=TOL_F16, ok=ok,
+                                 note=f'float16: max {ulps.max():.0f} ulp, '
+                                      f'{(ulps == 0).mean():.2%} bit-equal'))
             else:
                 rows.append(dict(field=name, error=err, tol=TOL_F32, ok=err <= TOL_F32,
                                  note='float32'))
@@ -222,10 +224,10 @@ def run_mvfuser_unit(ref: str = DEFAULT_REF, tmp_dir: str | None = None) -> list
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = ['| field | max rel. error | tolerance | ok |', '|---|---|---|---|']
+    lines = ['| field | max rel. error | tolerance | ok | note |', '|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {r['field']} | {r['error']:.2e} | {r['tol']:.0e} | "
-                     f"{'yes' if r['ok'] else 'NO'} |")
+                     f"{'yes' if r['ok'] else 'NO'} | {r['note']} |")
     return '\n'.join(lines)
 
 

@@ -210,6 +210,19 @@ def _attn_pool_all_queries(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _attn_pool_value_path(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per-token output of an attention pool whose query attends to that token only
+    (MaskCLIP): value path -> ``proj`` -> residual MLP. (B, N, C) -> (B, N, C)."""
+    B, N, C = x.shape
+    if pool.pos_embed is not None:
+        x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
+    v = pool.kv(x).reshape(B, N, 2, C)[:, :, 1]
+    out = pool.proj_drop(pool.proj(v))
+    if pool.mlp is not None:
+        out = out + pool.mlp(pool.norm(out))
+    return out
+
+
 def grid_for(size: int, patch: int, mode: str) -> int:
     """Token-grid side for an image side: ``ceil`` when padding, ``floor`` when cropping."""
     return math.ceil(size / patch) if mode == 'pad' else size // patch
