@@ -52,6 +52,12 @@ def workspace(tmp_path_factory):
     return root
 
 
+def walk_files(folder):
+    """Paths of all files under ``folder``, relative to it."""
+    return sorted(osp.relpath(osp.join(d, f), folder) for d, _, fs in os.walk(folder)
+                  for f in fs)
+
+
 def last_run_dir(work_dir):
     runs = sorted(d for d in os.listdir(work_dir) if d.startswith('20'))
     return osp.join(work_dir, runs[-1])
@@ -102,7 +108,7 @@ def test_train_test_infer(workspace):
     image = 'data/synthetic/cityscapes/leftImg8bit/val'
     run([osp.join(REPO, 'tools/infer.py'), DEMO, str(workspace / 'bare.pth'), image,
          '--limit', '1', '--out-dir', str(workspace / 'overlays_bare')], cwd=workspace)
-    assert len(os.listdir(workspace / 'overlays_bare')) == 2
+    assert len(walk_files(workspace / 'overlays_bare')) == 2
     (workspace / 'photo.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64))
     proc = run([osp.join(REPO, 'tools/infer.py'), DEMO, str(workspace / 'photo.png'), image,
                 '--out-dir', str(workspace / 'overlays_png')], cwd=workspace, check=False)
@@ -111,8 +117,9 @@ def test_train_test_infer(workspace):
     overlays = str(workspace / 'overlays')
     run([osp.join(REPO, 'tools/infer.py'), DEMO, osp.join(wd, 'iter_4.pth'),
          'data/synthetic/cityscapes/leftImg8bit/val', '--out-dir', overlays], cwd=workspace)
-    files = sorted(os.listdir(overlays))
+    files = walk_files(overlays)  # the input's city sub-folders are kept
     assert len([f for f in files if f.endswith('_overlay.png')]) == 2
+    assert all(osp.dirname(f) for f in files)
     from PIL import Image
     pred = [f for f in files if f.endswith('_pred.png')][0]
     arr = Image.open(osp.join(overlays, pred))
@@ -138,6 +145,7 @@ def test_kill_and_resume(workspace):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not osp.isfile(osp.join(wd, 'iter_8.pth')), 'training finished before the kill'
+    assert osp.isfile(osp.join(wd, 'train.lock'))  # left by the killed run: must not block
     killed_at = max(int(f[5:-4]) for f in os.listdir(wd) if f.startswith('iter_'))
     assert killed_at in (4, 6)
 
@@ -150,6 +158,10 @@ def test_kill_and_resume(workspace):
         if f.endswith('.log'))[-1]).read()
     assert f'Iter(train) [{killed_at + 1}/8]' in resumed_log
     assert 'Iter(train) [1/8]' not in resumed_log
+    # ... but its scalar log (and curves) cover the whole run
+    from mfuser.engine import read_scalars
+    train, _ = read_scalars(osp.join(last_run_dir(wd), 'vis_data', 'scalars.json'))
+    assert [step for step, _ in train['loss']] == list(range(1, 9))
     # the resumed checkpoint continues the optimizer state and iteration counter
     from mfuser.engine.checkpoint import load_trusted_local
     ckpt = load_trusted_local(osp.join(wd, 'iter_8.pth'))

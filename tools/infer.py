@@ -3,7 +3,12 @@
     python tools/infer.py CONFIG CHECKPOINT IMG_OR_DIR [...] --out-dir DIR [--device cpu]
 
 For each image, writes ``<name>_overlay.png`` (image blended with the colour-coded
-prediction) and ``<name>_pred.png`` (the label map in train IDs) into ``--out-dir``.
+prediction) and ``<name>_pred.png`` (the label map in train IDs) into ``--out-dir``, under the
+image's sub-folder relative to the inputs (``a/0001.png`` and ``b/0001.png`` give
+``a/0001_*.png`` and ``b/0001_*.png``). Existing results are never replaced unless
+``--overwrite`` is given (``--skip-existing`` keeps them and does the rest). An image that
+cannot be read or segmented is reported and skipped; the others are still processed and the
+exit code is 1 when anything was skipped.
 """
 import argparse
 import os
@@ -23,10 +28,43 @@ def parse_args(argv=None):
     parser.add_argument('inputs', nargs='+', help='image files or directories')
     parser.add_argument('--out-dir', required=True)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--opacity', type=float, default=0.5)
+    parser.add_argument('--opacity', type=opacity, default=0.5,
+                        help='weight of the colour map in the overlay, 0-1 (default 0.5)')
+    exist = parser.add_mutually_exclusive_group()
+    exist.add_argument('--overwrite', action='store_true',
+                       help='replace results that already exist in --out-dir')
+    exist.add_argument('--skip-existing', action='store_true',
+                       help='leave images whose results exist alone, process the others')
     parser.add_argument('--limit', type=int, default=0,
                         help='at most this many images from each directory')
     return parser.parse_args(argv)
+
+
+def opacity(text):
+    """argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f'{text} is outside [0, 1] (0: image only, 1: colour '
+                                         'map only)')
+    return value
+
+
+def output_names(images, inputs):
+    """Output path stem (relative to ``--out-dir``) of every image: its path relative to the
+    common folder of the inputs, without extension, so sub-folders are kept and equal names
+    in different folders do not collide. Names that still collide (``x.png`` and ``x.jpg``)
+    keep their extension."""
+    bases = [osp.abspath(i) if osp.isdir(i) else osp.dirname(osp.abspath(i)) for i in inputs]
+    base = osp.commonpath(bases) if bases else ''
+    stems = [osp.splitext(osp.relpath(osp.abspath(p), base))[0] for p in images]
+    counts = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    return [stem + '_' + osp.splitext(p)[1][1:].lower() if counts[stem] > 1 else stem
+            for stem, p in zip(stems, images)]
 
 
 def list_images(inputs, limit=0):
@@ -42,7 +80,8 @@ def list_images(inputs, limit=0):
             images.append(item)
         else:
             sys.exit(f'error: {item!r} is neither an image nor a directory')
-    return images
+    seen = set()
+    return [p for p in images if not (osp.abspath(p) in seen or seen.add(osp.abspath(p)))]
 
 
 def colorize(label: np.ndarray, palette) -> np.ndarray:
@@ -71,9 +110,18 @@ def main(argv=None):
     for path in (args.config, args.checkpoint):
         if not osp.isfile(path):
             sys.exit(f'error: {path!r} not found')
-    images = list_images(args.inputs, args.limit)
+    out_root = osp.join(osp.abspath(args.out_dir), '')
+    images = [p for p in list_images(args.inputs, args.limit)
+              if not osp.abspath(p).startswith(out_root)]  # earlier results are no inputs
     if not images:
         sys.exit('error: no images found in ' + ', '.join(args.inputs))
+    outputs = [osp.join(args.out_dir, name) for name in output_names(images, args.inputs)]
+    existing = [o + suffix for o in outputs for suffix in ('_overlay.png', '_pred.png')
+                if osp.exists(o + suffix)]
+    if existing and not (args.overwrite or args.skip_existing):
+        sys.exit(f'error: {len(existing)} result file(s) already exist in {args.out_dir}, e.g. '
+                 f'{existing[0]}; pass --overwrite to replace them, --skip-existing to keep '
+                 'them, or choose another --out-dir')
     from mmengine.runner import load_checkpoint
     from mmseg.apis import inference_model, init_model
     from mmseg.datasets import CityscapesDataset
@@ -96,18 +144,46 @@ def main(argv=None):
                               palette=meta.get('palette', CityscapesDataset.METAINFO['palette']))
     model.to(args.device).eval()
     palette = model.dataset_meta['palette']
-    os.makedirs(args.out_dir, exist_ok=True)
-    for i, path in enumerate(images, 1):
-        result = inference_model(model, path)
-        pred = result.pred_sem_seg.data[0].cpu().numpy()
-        rgb = np.asarray(Image.open(path).convert('RGB'))
-        color = colorize(pred, palette)
-        overlay = (rgb * (1 - args.opacity) + color * args.opacity).astype(np.uint8)
-        stem = osp.splitext(osp.basename(path))[0]
-        Image.fromarray(overlay).save(osp.join(args.out_dir, f'{stem}_overlay.png'))
-        Image.fromarray(pred.astype(np.uint8)).save(osp.join(args.out_dir, f'{stem}_pred.png'))
-        print(f'[{i}/{len(images)}] {path} -> {args.out_dir}/{stem}_overlay.png', flush=True)
+    skipped = []
+    for i, (path, out) in enumerate(zip(images, outputs), 1):
+        overlay_path, pred_path = out + '_overlay.png', out + '_pred.png'
+        if args.skip_existing and osp.exists(overlay_path) and osp.exists(pred_path):
+            print(f'[{i}/{len(images)}] {path}: results exist, kept', flush=True)
+            continue
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert('RGB'))  # Pillow refuses truncated files
+            result = inference_model(model, path)
+            pred = result.pred_sem_seg.data[0].cpu().numpy()
+            color = colorize(pred, palette)
+            overlay = (rgb * (1 - args.opacity) + color * args.opacity).astype(np.uint8)
+            os.makedirs(osp.dirname(out) or '.', exist_ok=True)
+            _save(Image.fromarray(overlay), overlay_path)
+            _save(Image.fromarray(pred.astype(np.uint8)), pred_path)
+        except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
+            text = str(exc).strip()
+            reason = type(exc).__name__ + (f': {text.splitlines()[0]}' if text else '')
+            skipped.append((path, reason))
+            print(f'[{i}/{len(images)}] {path}: SKIPPED ({reason})', file=sys.stderr, flush=True)
+            continue
+        print(f'[{i}/{len(images)}] {path} -> {overlay_path}', flush=True)
+    if skipped:
+        print(f'{len(skipped)} of {len(images)} image(s) skipped:\n' +
+              '\n'.join(f'  {p}: {r}' for p, r in skipped), file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _save(image, path):
+    """Write a PNG atomically (temporary name, then rename)."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        image.save(tmp, format='PNG')
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 import os.path as osp
 import pickle
+import re
+import struct
+import sys
 import zipfile
 
 import numpy as np
@@ -51,6 +54,50 @@ class CheckpointError(ValueError):
     """A checkpoint file that is not one, or that does not fit the model."""
 
 
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A well-formed pickle that needs Python objects outside the allow-list."""
+
+
+def _global_exists(dotted: str) -> bool:
+    """Whether ``module.attr`` names something in an already imported module (nothing is
+    imported: a name from a damaged file must not trigger imports)."""
+    parts = dotted.split('.')
+    for i in range(len(parts) - 1, 0, -1):
+        obj = sys.modules.get('.'.join(parts[:i]))
+        if obj is not None:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr, None)
+                if obj is None:
+                    return False
+            return True
+    return False
+
+
+def _refusal_or_damage(filename: str, exc: Exception) -> CheckpointError:
+    """The error to raise for a weights-only load failure: the allow-list refused a real
+    object (:class:`UnsafeCheckpointError`, says how to opt out), or the file is damaged or
+    no checkpoint (:class:`CheckpointError`, no opt-out suggested: it would not help)."""
+    text = str(exc)
+    named = re.search(r'GLOBAL ([\w.]+)', text)
+    refused = re.search(r'getattr\(.*?\) is not allowed in a checkpoint', text)
+    if refused or (named and _global_exists(named[1])):
+        return UnsafeCheckpointError(
+            f'{filename} holds Python objects outside the allow-list for runner checkpoints '
+            f'({refused[0] if refused else named[1]}). If you trust this file, set '
+            'MFUSER_TRUST_CHECKPOINTS=1 to load it with weights_only=False.')
+    detail = re.search(r'WeightsUnpickler error:\s*(\S.*)', text)
+    if named:
+        reason = f'it names {named[1]}, which does not exist'
+    elif detail:
+        reason = detail[1].strip()[:200]
+    elif text.strip() and 'Weights only load failed' not in text:
+        reason = f'{type(exc).__name__}: {text.strip().splitlines()[0][:200]}'
+    else:
+        reason = f'{type(exc).__name__} while unpickling'
+    return CheckpointError(f'{filename}: the file is corrupt (e.g. truncated) or not a '
+                           f'PyTorch checkpoint ({reason})')
+
+
 def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
     """``torch.load`` a local runner/weights file with the allow-list above (``mmap``: map
     the tensors instead of reading them, for looking at the keys of a large file; files in
@@ -62,8 +109,8 @@ def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
     with open(filename, 'rb') as f:
         is_pickle = f.read(1) == b'\x80'
     if not (is_zip or is_pickle):
-        raise CheckpointError(f'{filename}: not a PyTorch checkpoint (neither a torch.save '
-                              'archive nor a pickle)')
+        raise CheckpointError(f'{filename}: not a PyTorch checkpoint, or a truncated one '
+                              '(neither a complete torch.save archive nor a pickle)')
     mmap = mmap and is_zip
     if os.environ.get('MFUSER_TRUST_CHECKPOINTS') == '1':
         return torch.load(filename, map_location=map_location, weights_only=False,
@@ -72,11 +119,14 @@ def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
         with torch.serialization.safe_globals(runner_checkpoint_globals()):
             return torch.load(filename, map_location=map_location, weights_only=True,
                               mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        raise pickle.UnpicklingError(
-            f'{filename} holds Python objects outside the allow-list for runner '
-            f'checkpoints ({exc}). If you trust this file, set MFUSER_TRUST_CHECKPOINTS=1 '
-            'to load it with weights_only=False.') from exc
+    except (pickle.UnpicklingError, EOFError, IndexError, ValueError, KeyError,
+            struct.error) as exc:
+        raise _refusal_or_damage(filename, exc) from None
+    except RuntimeError as exc:  # torch's zip reader on a damaged archive
+        if 'PytorchStreamReader' not in str(exc) and 'zip' not in str(exc):
+            raise
+        raise CheckpointError(f'{filename}: the file is corrupt (e.g. truncated) or not a '
+                              f'PyTorch checkpoint ({str(exc).splitlines()[0][:200]})') from None
 
 
 def convert_official_checkpoint(ckpt, filename: str):
