@@ -147,10 +147,10 @@ def test_infer_keeps_folders_skips_bad_files_and_never_overwrites(tmp_path, caps
                                                 str(out), '--skip-existing'], capsys)
     assert code == 1 and 'kept' in out_text  # c/0001.png is still unreadable
     assert {f: os.stat(out / f).st_mtime_ns for f in files} == stamps
-    # (the command line: same behaviour, exit code 1 for the skipped file)
-    proc = run_infer([DEMO, str(ckpt), str(inp / 'a'), str(inp / 'c'), '--out-dir',
-                      str(out), '--overwrite', '--opacity', '1'], cwd=tmp_path)
-    assert proc.returncode == 1 and 'SKIPPED' in proc.stderr and 'Traceback' not in proc.stderr
+    code, _, err = main_in_process(infer, [DEMO, str(ckpt), str(inp / 'a'), str(inp / 'c'),
+                                           '--out-dir', str(out), '--overwrite', '--opacity',
+                                           '1'], capsys)
+    assert code == 1 and 'SKIPPED' in err and 'Traceback' not in err
     assert os.stat(out / 'a' / '0001_overlay.png').st_mtime_ns != stamps['a/0001_overlay.png']
 
 
