@@ -101,6 +101,23 @@ def test_train_test_infer(workspace):
                 'model.backbone.adapter.d_state=4'], cwd=workspace, check=False)
     assert proc.returncode != 0 and 'does not fit the model' in proc.stderr
     assert 'adapter.0.A_log' in proc.stderr
+    # a bad label in a target set stops test.py with one line naming the file (no traceback)
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+    bad_root = workspace / 'bad_bdd'
+    shutil.copytree(workspace / 'data' / 'synthetic' / 'bdd100k', bad_root)
+    masks = sorted(p for p in (bad_root / 'labels').rglob('*.png') if p.parent.name == 'val')
+    label = np.array(Image.open(masks[0]))
+    label[0, :5] = 200
+    Image.fromarray(label).save(masks[0])
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+                '--work-dir', str(workspace / 'wd_bad_label'), '--cfg-options',
+                f'test_dataloader.dataset.datasets.1.data_root={bad_root}'],
+               cwd=workspace, check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert 'value 200' in proc.stderr and masks[0].name in proc.stderr
     # infer.py takes a bare state dict too, and refuses a file that is no checkpoint
     import torch
     ckpt = torch.load(osp.join(wd, 'iter_4.pth'), map_location='cpu', weights_only=False)

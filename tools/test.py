@@ -79,7 +79,12 @@ def main(argv=None):
         require_matching_checkpoint(runner.model, args.checkpoint)
     except CheckpointError as exc:
         sys.exit(f'error: {exc}')
-    runner.test()
+    from mfuser.datasets import DataFileError
+    from mfuser.engine.preflight import one_line
+    try:
+        runner.test()
+    except DataFileError as exc:  # a bad image/label: name it in one line, no traceback
+        sys.exit(f'error: {one_line(exc)}')
     if args.show_dir:
         runner.logger.info('painted predictions (ground truth | prediction) saved to '
                            f'{osp.join(osp.abspath(show_dir), "vis_data", "vis_image")}')

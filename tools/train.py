@@ -79,16 +79,6 @@ def add_nonfinite_guard(cfg: Config, skip: bool) -> None:
     cfg.custom_hooks = hooks
 
 
-def one_line(exc: BaseException) -> str:
-    """The message of ``exc``; for an error re-raised from a data loader worker (whose text
-    is the worker's traceback) the last line, without the exception's type."""
-    text = str(exc).strip()
-    if 'Original Traceback' in text:
-        text = text.splitlines()[-1]
-        text = text.split(': ', 1)[1] if ': ' in text else text
-    return text
-
-
 def earlier_checkpoints(work_dir: str) -> list[str]:
     """Checkpoint files a fresh run in ``work_dir`` would overwrite."""
     if not osp.isdir(work_dir):
@@ -141,6 +131,7 @@ def main(argv=None):
                 sys.exit(f'error: cannot resume: {exc}')
     from mfuser.datasets import DataFileError
     from mfuser.engine.nonfinite import NonFiniteLossError
+    from mfuser.engine.preflight import one_line
     try:
         runner.train()
     except (NonFiniteLossError, DataFileError) as exc:

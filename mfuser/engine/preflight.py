@@ -378,3 +378,13 @@ def check_config(cfg, stage: str) -> None:
     if problems:
         raise ConfigCheckError('the config cannot run on this machine:\n  - ' +
                                '\n  - '.join(problems))
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc``; for an error re-raised from a data loader worker (whose text
+    is the worker's traceback) the last line, without the exception's type."""
+    text = str(exc).strip()
+    if 'Original Traceback' in text:
+        text = text.splitlines()[-1]
+        text = text.split(': ', 1)[1] if ': ' in text else text
+    return text
