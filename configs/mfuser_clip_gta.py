@@ -7,7 +7,7 @@ _base_ = [
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k_clip.py',
 ]
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
+custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)
 dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
 clip_checkpoint = 'checkpoints/ViT-L-14-336px.pt'  # OpenAI TorchScript archive (visual + text)
 model = dict(

@@ -13,7 +13,7 @@ _base_ = [
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
 ]
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
+custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)
 dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
 eva02_checkpoint = 'checkpoints/EVA02_CLIP_L_336_psz14_s6B.pt'  # visual + text towers
 model = dict(

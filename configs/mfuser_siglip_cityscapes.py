@@ -7,7 +7,7 @@ _base_ = [
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
 ]
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
+custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)
 dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
 siglip_checkpoint = 'checkpoints/ViT-L-16-SigLIP-384/open_clip_pytorch_model.bin'
 siglip_tokenizer = 'checkpoints/ViT-L-16-SigLIP-384'  # tokenizer.json / spiece.model here

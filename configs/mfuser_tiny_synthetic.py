@@ -14,7 +14,7 @@ _base_ = [
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
 ]
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
+custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)
 crop_size = (224, 224)
 width = 96
 embed_dim = 64

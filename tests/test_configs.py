@@ -51,7 +51,7 @@ def mmcv1_poly_lr(i: int) -> float:
     ('mfuser_siglip_gta.py', 'siglip'), ('mfuser_siglip_cityscapes.py', 'siglip')])
 def test_recipe_numbers_are_the_release(name, variant):
     cfg = load(name)
-    assert cfg.custom_imports['imports'] == ['mfuser']
+    assert cfg.custom_imports['imports'] == ['mfuser', 'mfuser.engine.safe_loading']
     opt = cfg.optim_wrapper.optimizer
     decay, keys = RELEASE_OPTIM[variant]
     assert (opt.type, opt.lr, opt.weight_decay) == ('AdamW', 1e-4, decay)

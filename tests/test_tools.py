@@ -66,11 +66,15 @@ def last_run_dir(work_dir):
 @pytest.mark.slow
 def test_train_test_infer(workspace):
     wd = str(workspace / 'wd_e2e')
-    run([osp.join(REPO, 'tools/train.py'), DEMO,
+    run([osp.join(REPO, 'tools/train.py'), DEMO, '--tensorboard',
          '--work-dir', wd, '--cfg-options', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
          'default_hooks.checkpoint.interval=2', *FAST], cwd=workspace)
     assert osp.isfile(osp.join(wd, 'iter_4.pth'))
     run_dir = last_run_dir(wd)
+    # --tensorboard: event files next to the local backend's scalars
+    vis = osp.join(run_dir, 'vis_data')
+    assert osp.isfile(osp.join(vis, 'scalars.json'))
+    assert any(osp.basename(f).startswith('events.out.tfevents') for f in walk_files(vis))
     results = json.load(open(osp.join(run_dir, 'dg_results.json')))
     text = json.dumps(results)
     for domain in ('cityscapes', 'bdd100k', 'mapillary'):
@@ -101,6 +105,14 @@ def test_train_test_infer(workspace):
                 'model.backbone.adapter.d_state=4'], cwd=workspace, check=False)
     assert proc.returncode != 0 and 'does not fit the model' in proc.stderr
     assert 'adapter.0.A_log' in proc.stderr
+    # --tta: multi-scale + flip through mmseg's SegTTAModel, per-domain results as usual
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'), '--tta',
+                '--work-dir', str(workspace / 'wd_tta'), '--cfg-options',
+                *[f'test_dataloader.dataset.datasets.{i}.indices=1' for i in range(3)]],
+               cwd=workspace)
+    out = proc.stdout + proc.stderr
+    assert 'SegTTAModel' in out and 'TestTimeAug' in out
+    assert all(f'{domain}/mIoU' in out for domain in ('cityscapes', 'bdd100k', 'mapillary'))
     # a bad label in a target set stops test.py with one line naming the file (no traceback)
     import shutil
 

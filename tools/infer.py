@@ -126,7 +126,9 @@ def main(argv=None):
     from mmseg.apis import inference_model, init_model
     from mmseg.datasets import CityscapesDataset
 
-    import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
+    import mfuser  # noqa: F401  registers the modules
+    from mfuser.engine.checkpoint import install_safe_loader
+    install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
     from mfuser.engine import CheckpointError, require_matching_checkpoint, skip_pretrained_held_by
     from mfuser.engine.preflight import ConfigCheckError, check_config
     cfg = inference_config(args.config)
@@ -135,10 +137,11 @@ def main(argv=None):
             print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
         check_config(cfg, 'infer')
         model = init_model(cfg, None, device='cpu')
-        require_matching_checkpoint(model, args.checkpoint)
+        require_matching_checkpoint(model, args.checkpoint, cfg)
     except (CheckpointError, ConfigCheckError) as exc:
         sys.exit(f'error: {exc}')
-    ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    # checked above: every weight is in it, or (frozen towers) came from the config's files
+    ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
     meta = (ckpt.get('meta') or {}).get('dataset_meta') or {}
     model.dataset_meta = dict(classes=meta.get('classes', CityscapesDataset.METAINFO['classes']),
                               palette=meta.get('palette', CityscapesDataset.METAINFO['palette']))

@@ -85,13 +85,14 @@ fi
 # The editable install is redone only when pyproject.toml changed or the venv points at
 # another checkout (CI clones afresh each run).
 STAMP="$VENV/.mfuser-install-stamp"
-WANT="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1) $REPO"
+WANT="$(cat "$REPO/pyproject.toml" "$REPO/tools/constraints-verified.txt" | sha256sum | cut -d' ' -f1) $REPO"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] \
    && "$VPY" -c "import mfuser, sys; sys.exit(not mfuser.__file__.startswith('$REPO/'))" 2>/dev/null; then
   say "mfuser (editable) and its dependencies already installed for $REPO"
 else
   say "installing mfuser and its pinned dependencies (editable, with [dev] extras)"
-  "${PIP[@]}" install -q -e "$REPO[dev]" || die "dependency install failed"
+  "${PIP[@]}" install -q -e "$REPO[dev]" -c "$REPO/tools/constraints-verified.txt" \
+    || die "dependency install failed"
   echo "$WANT" > "$STAMP"
 fi
 

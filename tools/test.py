@@ -4,6 +4,7 @@ With a multi-domain test set (configs/_base_/datasets/dg_*.py) the log ends with
 per-domain mIoU table and the JSON results are written into the work dir.
 """
 import argparse
+import copy
 import os
 import os.path as osp
 import sys
@@ -22,6 +23,10 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='save every painted prediction (ground truth | '
                         'prediction, Cityscapes palette) under DIR/vis_data/vis_image; a '
                         'relative DIR goes under the work dir')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: each target's test scale x (0.75, 1.0, "
+                        "1.25), with and without a horizontal flip, merged by mmseg's "
+                        'SegTTAModel (tta_model in the config)')
     parser.add_argument('--no-preflight', action='store_true',
                         help='skip the check for data roots and weight files')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -33,6 +38,37 @@ def parse_args(argv=None):
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
+
+
+TTA_RATIOS = (0.75, 1.0, 1.25)
+
+
+def tta_pipeline(pipeline: list, ratios=TTA_RATIOS) -> list:
+    """A test pipeline turned into mmseg's ``TestTimeAug``: its ``Resize`` scale times each
+    ratio, each with and without a horizontal flip; loading and packing as before."""
+    types = [t['type'] for t in pipeline]
+    if 'Resize' not in types:
+        raise ValueError(f'--tta needs a Resize in the test pipeline, got {types}')
+    i = types.index('Resize')
+    resize = pipeline[i]
+    w, h = resize['scale']
+    scales = [dict(resize, scale=(int(w * r), int(h * r))) for r in ratios]
+    flips = [dict(type='RandomFlip', prob=p, direction='horizontal') for p in (0.0, 1.0)]
+    return pipeline[:i] + [dict(type='TestTimeAug',
+                                transforms=[scales, flips, *[[t] for t in pipeline[i + 1:]]])]
+
+
+def use_tta(cfg) -> None:
+    """Switch ``cfg`` to test-time augmentation (as mmseg's tools/test.py --tta does, per
+    target data set of a multi-domain test set)."""
+    if 'tta_model' not in cfg:
+        raise ValueError("--tta needs 'tta_model' in the config (configs/_base_/"
+                         'default_runtime.py has one)')
+    dataset = cfg.test_dataloader.dataset
+    for ds in dataset.get('datasets', [dataset]):
+        ds.pipeline = tta_pipeline(ds.pipeline)
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
 
 
 def main(argv=None):
@@ -59,7 +95,9 @@ def main(argv=None):
             cfg.test_evaluator]
         for evaluator in evaluators:
             evaluator['output_dir'] = args.out
-    import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
+    import mfuser  # noqa: F401  registers the modules
+    from mfuser.engine.checkpoint import install_safe_loader
+    install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
     from mfuser.engine import CheckpointError, require_matching_checkpoint, skip_pretrained_held_by
     from mfuser.engine.preflight import ConfigCheckError, check_config
     try:
@@ -74,9 +112,15 @@ def main(argv=None):
             sys.exit(f'error: {exc}')
     from mfuser.engine import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
+    model_cfg = copy.deepcopy(cfg)  # the plain model's config (pretrained files), also --tta
+    if args.tta:
+        try:
+            use_tta(cfg)
+        except ValueError as exc:
+            sys.exit(f'error: {exc}')
     runner = Runner.from_cfg(cfg)
     try:  # mmengine loads it non-strictly: a mismatch would test a partly random model
-        require_matching_checkpoint(runner.model, args.checkpoint)
+        require_matching_checkpoint(runner.model, args.checkpoint, model_cfg)
     except CheckpointError as exc:
         sys.exit(f'error: {exc}')
     from mfuser.datasets import DataFileError

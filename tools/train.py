@@ -26,6 +26,9 @@ def parse_args(argv=None):
                         help='start afresh in a work dir that already holds checkpoints '
                         '(they are replaced); without it such a run stops with an error')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--tensorboard', action='store_true',
+                        help="also log to TensorBoard (mmengine's TensorboardVisBackend, next "
+                        "to the local backend; needs pip install -e '.[tensorboard]')")
     parser.add_argument('--skip-nonfinite', action='store_true',
                         help='skip an optimizer step whose gradients are NaN/inf (at most 20 in '
                         'a row) instead of stopping the run (the default)')
@@ -56,6 +59,8 @@ def build_config(args) -> Config:
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.tensorboard:
+        add_tensorboard(cfg)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -63,6 +68,19 @@ def build_config(args) -> Config:
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
+
+
+def add_tensorboard(cfg: Config) -> None:
+    """Add mmengine's TensorBoard backend to the visualizer (event files go to
+    ``<work_dir>/<timestamp>/vis_data``), or stop with what to install."""
+    import importlib.util
+    if importlib.util.find_spec('tensorboard') is None:
+        sys.exit("error: --tensorboard needs the tensorboard package: pip install -e "
+                 "'.[tensorboard]'")
+    backends = list(cfg.visualizer.get('vis_backends') or [])
+    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    cfg.visualizer.vis_backends = backends
 
 
 def add_nonfinite_guard(cfg: Config, skip: bool) -> None:
@@ -103,7 +121,9 @@ def main(argv=None):
                  f'({", ".join(found[:4])}{", ..." if len(found) > 4 else ""}), which a new '
                  'run would overwrite. Continue that run with --resume, pick another '
                  '--work-dir, or pass --overwrite to start afresh there.')
-    import mfuser  # noqa: F401  registers modules and the safe checkpoint loader
+    import mfuser  # noqa: F401  registers the modules
+    from mfuser.engine.checkpoint import install_safe_loader
+    install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
     from mfuser.engine.preflight import ConfigCheckError, check_config
     if not args.no_preflight:
         try:
@@ -126,7 +146,7 @@ def main(argv=None):
         path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
         if path:
             try:
-                require_matching_checkpoint(runner.model, path)
+                require_matching_checkpoint(runner.model, path, cfg)
             except CheckpointError as exc:
                 sys.exit(f'error: cannot resume: {exc}')
     from mfuser.datasets import DataFileError

@@ -1,6 +1,6 @@
 # Runtime shared by all MFuser configs (mmseg 1.x / mmengine conventions).
 default_scope = 'mmseg'
-custom_imports = dict(imports=['mfuser'], allow_failed_imports=False)
+custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -34,11 +34,16 @@ class MultiDomainDataset(ConcatDataset):
         domains: one name per data set; default: each data set's ``domain`` attribute (the
             mfuser data set classes have one), else its lower-cased class name; duplicates get
             ``_2``, ``_3``... appended.
+        pipeline: the pipeline for a single image from outside the sets (each data set keeps
+            its own). mmseg's ``MMSegInferencer`` reads ``test_dataloader.dataset.pipeline``;
+            the configs give the first target's test pipeline here.
         lazy_init, ignore_keys: as for mmengine's ``ConcatDataset``.
     """
 
     def __init__(self, datasets: Sequence, domains: Sequence[str] | None = None,
-                 lazy_init: bool = False, ignore_keys=None) -> None:
+                 pipeline: Sequence[dict] | None = None, lazy_init: bool = False,
+                 ignore_keys=None) -> None:
+        self.pipeline_cfg = list(pipeline or [])
         built = [DATASETS.build(d) if isinstance(d, dict) else d for d in datasets]
         if not built:
             raise ValueError('MultiDomainDataset needs at least one data set')

@@ -5,6 +5,7 @@ from .distributed import CPUDistributedDataParallel, setup_cpu_distributed
 from .nonfinite import NonFiniteLossError, NonFiniteLossHook
 from .rank_check import RankConsistencyHook, parameter_checksum
 from .schedulers import PolyLRWithLinearWarmup
+from .trainable_checkpoint import TrainableCheckpointHook
 from .workdir import WorkDirBusy, acquire_work_dir, check_work_dir_free
 
 CheckpointError = _ckpt.CheckpointError
@@ -16,7 +17,8 @@ runner_checkpoint_globals = _ckpt.runner_checkpoint_globals
 skip_pretrained_held_by = _ckpt.skip_pretrained_held_by
 
 __all__ = ['CPUDistributedDataParallel', 'CheckpointError', 'NonFiniteLossError',
-           'NonFiniteLossHook', 'PolyLRWithLinearWarmup', 'RankConsistencyHook', 'WorkDirBusy',
+           'NonFiniteLossHook', 'PolyLRWithLinearWarmup', 'TrainableCheckpointHook',
+           'RankConsistencyHook', 'WorkDirBusy',
            'acquire_work_dir', 'check_work_dir_free',
            'TrainingCurvesHook', 'checkpoint_mismatch', 'load_trusted_local',
            'parameter_checksum', 'plot_curves', 'read_scalars',

@@ -3,7 +3,8 @@
 torch 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.7 calls
 ``torch.load`` without that argument, and its runner checkpoints hold numpy arrays and
 scalars and ``HistoryBuffer`` objects (the message hub), so ``--resume`` and
-``tools/test.py`` fail with an UnpicklingError. This module replaces mmengine's loader for
+``tools/test.py`` fail with an UnpicklingError. :func:`install_safe_loader` (called by the
+tools, opted into by the configs; never by ``import mfuser``) replaces mmengine's loader for
 local files with one that keeps ``weights_only=True`` and allows exactly the extra types
 that mmengine itself writes, scoped to the call (``torch.serialization.safe_globals``).
 
@@ -98,6 +99,17 @@ def _refusal_or_damage(filename: str, exc: Exception) -> CheckpointError:
                            f'PyTorch checkpoint ({reason})')
 
 
+def _allow_runner_globals():
+    """The allow-list as a context (torch >= 2.5). Older torch has no scoped allow-list:
+    its weights-only loading then reads plain weights only, and a runner checkpoint's Python
+    objects are refused (``MFUSER_TRUST_CHECKPOINTS=1`` loads a trusted one)."""
+    import contextlib
+    safe_globals = getattr(torch.serialization, 'safe_globals', None)
+    if safe_globals is None:
+        return contextlib.nullcontext()
+    return safe_globals(runner_checkpoint_globals())
+
+
 def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
     """``torch.load`` a local runner/weights file with the allow-list above (``mmap``: map
     the tensors instead of reading them, for looking at the keys of a large file; files in
@@ -116,7 +128,7 @@ def load_trusted_local(filename: str, map_location=None, mmap: bool = False):
         return torch.load(filename, map_location=map_location, weights_only=False,
                           mmap=mmap)
     try:
-        with torch.serialization.safe_globals(runner_checkpoint_globals()):
+        with _allow_runner_globals():
             return torch.load(filename, map_location=map_location, weights_only=True,
                               mmap=mmap)
     except (pickle.UnpicklingError, EOFError, IndexError, ValueError, KeyError,
@@ -166,11 +178,7 @@ def official_dataset_meta(meta: dict) -> dict:
     return out
 
 
-def read_state_dict(filename: str) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint (runner checkpoint or bare state dict), memory-mapped
-    where possible, with a DDP ``module.`` prefix removed."""
-    ckpt = convert_official_checkpoint(
-        load_trusted_local(filename, map_location='cpu', mmap=True), filename)
+def _weights_of(ckpt, filename: str) -> dict[str, torch.Tensor]:
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
@@ -179,14 +187,61 @@ def read_state_dict(filename: str) -> dict[str, torch.Tensor]:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
-def checkpoint_mismatch(model: torch.nn.Module, filename: str) -> str | None:
-    """Why the weights in ``filename`` do not fit ``model`` exactly, or None if they do."""
-    from mmengine.model import is_model_wrapper
-    if is_model_wrapper(model):
+def read_state_dict(filename: str) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint (runner checkpoint or bare state dict; an official
+    MFuser file converted), memory-mapped where possible, with a DDP ``module.`` prefix
+    removed."""
+    return _weights_of(convert_official_checkpoint(
+        load_trusted_local(filename, map_location='cpu', mmap=True), filename), filename)
+
+
+# config key naming a pretrained-weights file -> prefix of the weights it fills in the model
+PRETRAINED_PARTS = {
+    'model.backbone.vfm.checkpoint': 'backbone.vfm.',
+    'model.backbone.vlm.checkpoint': 'backbone.vlm.',
+    'model.text_encoder.checkpoint': 'text_encoder.',
+}
+
+
+def config_value(cfg, dotted: str):
+    """``cfg['a']['b']['c']`` for ``'a.b.c'``, or None where a level is missing."""
+    node = cfg
+    for part in dotted.split('.'):
+        node = node.get(part) if hasattr(node, 'get') else None
+    return node
+
+
+def checkpoint_mismatch(model: torch.nn.Module, filename: str, cfg=None) -> str | None:
+    """Why the weights in ``filename`` do not fit ``model``, or None if they do.
+
+    With the run's ``cfg``, a frozen pretrained part that the checkpoint leaves out (saved by
+    :class:`~mfuser.engine.TrainableCheckpointHook`) is fine when the config names its
+    pretrained file (the model loaded it when it was built); without that file it is an error
+    naming both the checkpoint and the config key.
+    """
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
-    state = read_state_dict(filename)
+    ckpt = convert_official_checkpoint(
+        load_trusted_local(filename, map_location='cpu', mmap=True), filename)
+    state = _weights_of(ckpt, filename)
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    frozen_from = (meta or {}).get('frozen_weights_from') or {}
     own = model.state_dict()
     missing = [k for k in own if k not in state]
+    problems = []
+    for cfg_key, prefix in PRETRAINED_PARTS.items():
+        part = [k for k in own if k.startswith(prefix)]
+        if cfg is None or not part or any(k in state for k in part):
+            continue  # the checkpoint holds this part (or the model has none)
+        missing = [k for k in missing if not k.startswith(prefix)]
+        if not config_value(cfg, cfg_key):  # nothing to take the frozen weights from
+            trained_with = (frozen_from.get(prefix) or {}).get('file')
+            hint = f' (it was trained with {trained_with!r})' if trained_with else ''
+            problems.append(
+                f'it was saved without the frozen {prefix[:-1]} weights, which come from '
+                f'the pretrained file named by {cfg_key}, but the config sets none: set '
+                f'{cfg_key} to that file{hint}')
     unexpected = [k for k in state if k not in own]
     reshaped = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} in the model'
                 for k in own if k in state and state[k].shape != own[k].shape]
@@ -194,7 +249,6 @@ def checkpoint_mismatch(model: torch.nn.Module, filename: str) -> str | None:
     def some(names):
         return ', '.join(names[:5]) + (f', ... ({len(names)} in all)' if len(names) > 5 else '')
 
-    problems = []
     if missing:
         problems.append(f'{len(missing)} weights of the model are not in it: {some(missing)}')
     if unexpected:
@@ -205,26 +259,19 @@ def checkpoint_mismatch(model: torch.nn.Module, filename: str) -> str | None:
     return '; '.join(problems) or None
 
 
-def require_matching_checkpoint(model: torch.nn.Module, filename: str) -> None:
-    """Raise :class:`CheckpointError` unless ``filename`` holds exactly ``model``'s weights.
+def require_matching_checkpoint(model: torch.nn.Module, filename: str, cfg=None) -> None:
+    """Raise :class:`CheckpointError` unless ``filename`` holds ``model``'s weights (all of
+    them, or - with ``cfg`` - all but frozen parts whose pretrained files the config names).
 
     mmengine loads test checkpoints and resumes non-strictly, which would silently evaluate
     a model that is partly random when the config and the checkpoint disagree.
     """
-    problem = checkpoint_mismatch(model, filename)
+    problem = checkpoint_mismatch(model, filename, cfg)
     if problem:
         raise CheckpointError(
             f'{filename} does not fit the model the config builds: {problem}. Use the config '
             'the checkpoint was trained with (its copy is in the run directory of that work '
             'dir), or fix the --cfg-options that change the model.')
-
-
-# config key naming a pretrained-weights file -> prefix of the weights it fills in the model
-PRETRAINED_PARTS = {
-    'model.backbone.vfm.checkpoint': 'backbone.vfm.',
-    'model.backbone.vlm.checkpoint': 'backbone.vlm.',
-    'model.text_encoder.checkpoint': 'text_encoder.',
-}
 
 
 def skip_pretrained_held_by(cfg, checkpoint: str) -> list[str]:
@@ -241,10 +288,8 @@ def skip_pretrained_held_by(cfg, checkpoint: str) -> list[str]:
     keys = list(read_state_dict(checkpoint))
     cleared = []
     for cfg_key, prefix in PRETRAINED_PARTS.items():
-        *parents, leaf = cfg_key.split('.')
-        node = cfg
-        for part in parents:
-            node = node.get(part) if hasattr(node, 'get') else None
+        parent, leaf = cfg_key.rsplit('.', 1)
+        node = config_value(cfg, parent)
         if not hasattr(node, 'get') or not node.get(leaf):
             continue
         if any(k.startswith(prefix) for k in keys):
@@ -253,6 +298,19 @@ def skip_pretrained_held_by(cfg, checkpoint: str) -> list[str]:
     return cleared
 
 
-@CheckpointLoader.register_scheme(prefixes='', force=True)
 def _load_from_local(filename, map_location):
     return convert_official_checkpoint(load_trusted_local(filename, map_location), filename)
+
+
+def install_safe_loader() -> None:
+    """Let mmengine load local checkpoint files through :func:`load_trusted_local`
+    (weights-only with the allow-list above; official MFuser files converted in memory).
+
+    Importing ``mfuser`` does NOT do this: the project's tools (``tools/train.py``,
+    ``test.py``, ``infer.py``) call it, and the configs opt in by importing
+    :mod:`mfuser.engine.safe_loading` (``custom_imports``), so that mmseg's ``init_model``
+    and ``MMSegInferencer`` read MFuser runner checkpoints under torch >= 2.6 too.
+    Idempotent.
+    """
+    if CheckpointLoader._schemes.get('') is not _load_from_local:
+        CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)

@@ -20,6 +20,10 @@ val_dataloader = dict(
         type='MultiDomainDataset',
         datasets=[{{_base_.val_bdd100k}}, {{_base_.val_mapillary}}],
         domains=['bdd100k', 'mapillary']))
+# single images (mmseg's inference_model / MMSegInferencer, tools/infer.py): the first target's
+# test pipeline
+test_pipeline = {{_base_.bdd100k_test_pipeline}}
+val_dataloader['dataset']['pipeline'] = test_pipeline
 test_dataloader = val_dataloader
 val_evaluator = dict(
     type='DGIoUMetric',

@@ -7,6 +7,8 @@ val_dataloader = dict(
         {{_base_.val_cityscapes_rein}}, {{_base_.val_bdd100k_rein}},
         {{_base_.val_mapillary_rein}}
     ]))
+test_pipeline = {{_base_.cityscapes_test_pipeline_rein}}
+val_dataloader['dataset']['pipeline'] = test_pipeline
 test_dataloader = val_dataloader
 val_evaluator = dict(
     protocol='Rein/SoMA: Cityscapes 1024x512, BDD100K 1280x720, Mapillary half-res 1024x512')

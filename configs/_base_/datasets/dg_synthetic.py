@@ -64,6 +64,9 @@ val_dataloader = dict(
                                  seg_map_path='cityscapes_trainIdLabel/val/label'),
                 pipeline=synthetic_test_pipeline),
         ]))
+# single images (mmseg's inference_model / MMSegInferencer, tools/infer.py)
+test_pipeline = synthetic_test_pipeline
+val_dataloader['dataset']['pipeline'] = test_pipeline
 test_dataloader = val_dataloader
 val_evaluator = dict(
     type='DGIoUMetric',
