@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import importlib
 import platform
-import sys
 from collections import OrderedDict
 
-_PACKAGES = ('torch', 'torchvision', 'mmengine', 'mmcv', 'mmseg', 'mmdet', 'timm',
-             'open_clip', 'numpy', 'mamba_ssm')
+_PACKAGES = ('mmcv', 'mmseg', 'mmdet', 'timm', 'open_clip', 'numpy', 'mamba_ssm')  # + mmengine's
 
 
 def _version(module: str) -> str:
@@ -24,11 +22,14 @@ def _version(module: str) -> str:
 
 
 def collect_env() -> OrderedDict:
-    """Return the environment facts as an ordered ``name -> str`` mapping."""
+    """mmengine's environment report (Python, CUDA, GCC, PyTorch, OpenCV, MMEngine, ...) plus
+    the libraries MFuser builds on, mmcv's compiled ops and the selective-scan backends, as an
+    ordered ``name -> str`` mapping."""
     import torch
+    from mmengine.utils.dl_utils import collect_env as collect_base_env
 
-    env = OrderedDict()
-    env['python'] = sys.version.split()[0]
+    skip = ('PyTorch compiling details', 'numpy_random_seed')  # long / irrelevant here
+    env = OrderedDict((k, str(v)) for k, v in collect_base_env().items() if k not in skip)
     env['platform'] = platform.platform()
     for name in _PACKAGES:
         env[name] = _version(name)

@@ -1,6 +1,7 @@
 """Shared pytest set-up: deterministic seeds, CPU threads, and a `cuda` marker skip."""
 import os
 import os.path as osp
+import sys
 
 import pytest
 import torch
@@ -10,8 +11,13 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')
 # Test this checkout, also in the subprocesses the tool tests start: an editable install in
 # a shared environment points at whichever clone ran tools/setup_env.sh last.
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# tools/ holds the tools' library (mfuser_tools), tests/ the test scaffolding (rank_check)
+EXTRA = (REPO, osp.join(REPO, 'tools'), osp.join(REPO, 'tests'))
 os.environ['PYTHONPATH'] = os.pathsep.join(
-    p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
+    p for p in (*EXTRA, os.environ.get('PYTHONPATH')) if p)
+for _p in EXTRA[1:]:
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import mfuser  # noqa: E402
 

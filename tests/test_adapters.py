@@ -55,8 +55,8 @@ def test_concat_attention_matches_manual_attention():
     m = ConcatAttentionAdapter(8, num_heads=2).eval()
     x = torch.randn(2, 5, 8)
     a = m.attn
-    q, k, v = a.qkv(a.norm(x)).chunk(3, dim=-1)
+    q, k, v = a.attn.qkv(a.norm(x)).chunk(3, dim=-1)
     heads = lambda t: t.reshape(2, 5, 2, 4).transpose(1, 2)  # noqa: E731
     att = (heads(q) @ heads(k).transpose(-1, -2) / 2.0).softmax(-1) @ heads(v)
-    want = a.proj(att.transpose(1, 2).reshape(2, 5, 8)) * m.scale
+    want = a.attn.proj(att.transpose(1, 2).reshape(2, 5, 8)) * m.scale
     torch.testing.assert_close(m(x), want, rtol=1e-5, atol=1e-7)

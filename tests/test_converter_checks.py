@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mfuser.datasets import converters as C
 from mfuser.datasets import label_maps as L
+from mfuser_tools import converters as C
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REAL = os.environ.get('MFUSER_REAL_DATA',

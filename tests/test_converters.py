@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mfuser.datasets import converters as C
 from mfuser.datasets import label_maps as L
-from mfuser.datasets import synthetic as S
+from mfuser_tools import converters as C
+from mfuser_tools import synthetic as S
 
 SIZE = (96, 48)
 
@@ -29,12 +29,25 @@ def raw(tmp_path_factory):
     return root
 
 
-def test_label_tables_match_cityscapesscripts():
-    from cityscapesscripts.helpers.labels import id2label
+# Cityscapes label id -> train id as written in shared/reference/README.md (the table the
+# official pipeline's golden labels were made with), not taken from cityscapesscripts.
+REFERENCE_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+                       23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+
+
+def test_label_tables_match_the_reference_and_the_real_sample():
     lut = L.cityscapes_lut()
-    for lid in range(34):
-        t = id2label[lid].trainId
-        assert lut[lid] == (t if 0 <= t < 255 else 255)
+    for lid in range(256):
+        assert lut[lid] == REFERENCE_TRAIN_IDS.get(lid, 255), lid
+    # the real Cityscapes labelIds file converts to the official pipeline's golden crop
+    import os.path as osp
+
+    from PIL import Image
+    root = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'shared')
+    ids = np.asarray(Image.open(osp.join(root, 'data', 'real', 'cityscapes', 'gtFine', 'train',
+                                         'aachen', 'aachen_000000_000019_gtFine_labelIds.png')))
+    golden = np.load(osp.join(root, 'reference', 'mfuser_eva02_official_golden.npz'))
+    np.testing.assert_array_equal(lut[ids][256:768, 768:1280], golden['label_trainid_uint8'])
     assert L.mapillary_lut()[[13, 24, 2, 27, 55, 65, 23]].tolist() == [0, 0, 1, 10, 13, 255, 255]
     # every Cityscapes class is reachable from Mapillary, and names agree where 1:1
     assert sorted(set(L.MAPILLARY_TO_TRAIN_ID.values())) == list(range(19))

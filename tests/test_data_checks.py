@@ -130,7 +130,7 @@ def test_truncated_image_and_label_are_named(bdd):
 
 def test_truncated_cityscapes_png_is_named(tmp_path):
     from mfuser.datasets import DataFileError
-    from mfuser.datasets.converters import convert_cityscapes
+    from mfuser_tools.converters import convert_cityscapes
     root = tmp_path / 'cityscapes'
     shutil.copytree(CITY, root)
     assert not convert_cityscapes(str(root), progress=False).failed

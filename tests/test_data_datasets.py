@@ -4,8 +4,8 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from mfuser.datasets import synthetic as S
-from mfuser.datasets.converters import CONVERTERS
+from mfuser_tools import synthetic as S
+from mfuser_tools.converters import CONVERTERS
 
 SIZE = (96, 48)
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -87,7 +87,7 @@ def test_curves_from_scalar_log(tmp_path):
 def test_preflight_names_usable_keys_and_the_converter(tmp_path):
     from mmengine.config import Config
 
-    from mfuser.engine.preflight import ConfigCheckError, check_cfg_options, check_config
+    from mfuser_tools.preflight import ConfigCheckError, check_cfg_options, check_config
     root = tmp_path / 'mapillary'
     (root / 'half' / 'val_img').mkdir(parents=True)  # images there, labels not converted
     cfg = Config(dict(test_dataloader=dict(dataset=dict(type='MultiDomainDataset', datasets=[
@@ -147,7 +147,7 @@ def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
 def test_preflight_reports_backend_and_amp_this_machine_cannot_run(tmp_path, monkeypatch):
     from mmengine.config import Config
 
-    from mfuser.engine.preflight import ConfigCheckError, check_config
+    from mfuser_tools.preflight import ConfigCheckError, check_config
     cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale='dynamic')))
     monkeypatch.setenv('MFUSER_SCAN_BACKEND', 'mamba_ssm')
     if torch.cuda.is_available():

@@ -21,7 +21,9 @@ def test_libraries_import_together():
     ('DATASETS', ['GTAVDataset', 'CityscapesDGDataset', 'BDD100KDGDataset', 'MapillaryDataset',
                   'SYNTHIADataset', 'MultiDomainDataset', 'RareClassSampledDataset']),
     ('METRICS', ['DGIoUMetric']),
-    ('HOOKS', ['TrainingCurvesHook', 'RankConsistencyHook']),
+    ('HOOKS', ['TrainingCurvesHook', 'NonFiniteLossHook', 'TrainableCheckpointHook']),
+    ('TRANSFORMS', ['RandomRatioResize', 'LoadCheckedAnnotations', 'LoadCheckedImageFromFile']),
+    ('PARAM_SCHEDULERS', ['PolyLRWithLinearWarmup']),
 ])
 def test_project_modules_are_registered_in_mmseg(registry, names):
     import mmseg.registry as reg
@@ -39,7 +41,7 @@ def test_environment_report_names_the_scan_backend():
     out = subprocess.run([sys.executable, '-m', 'mfuser.env'], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    for key in ('torch', 'mmcv', 'mmseg', 'mmdet', 'mmengine', 'timm', 'open_clip',
+    for key in ('PyTorch', 'mmcv', 'mmseg', 'mmdet', 'MMEngine', 'timm', 'open_clip',
                 'mmcv._ext (compiled ops)', 'selective scan (cpu)', 'selective scan (cuda)'):
         assert key in out.stdout, key
     line = [ln for ln in out.stdout.splitlines() if ln.startswith('selective scan (cpu)')][0]
@@ -63,7 +65,9 @@ def test_import_and_scan_work_when_mamba_ssm_is_absent():
 
 
 def test_cpu_ddp_wrapper_is_where_the_runner_looks():
+    """The tools' CPU (gloo) DDP wrapper registers in the root registry Runner.wrap_model
+    reads (the tools import it; the package does not)."""
     from mmengine.registry import MODEL_WRAPPERS
 
-    import mfuser  # noqa: F401
+    import mfuser_tools.distributed  # noqa: F401
     assert 'CPUDistributedDataParallel' in MODEL_WRAPPERS.module_dict

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mfuser.datasets import synthetic as S
+from mfuser_tools import synthetic as S
 
 
 def test_deterministic_by_seed():

@@ -154,7 +154,7 @@ def run_tool(args, cwd, timeout=300):
     ('train_dataloader.pin_memory=abc', "pin_memory='abc': expected true or false"),
 ])
 def test_cfg_options_of_the_wrong_type_fail_before_anything_runs(tmp_path, option, expected):
-    from mfuser.engine.preflight import ConfigCheckError, load_config
+    from mfuser_tools.preflight import ConfigCheckError, load_config
     key, value = option.split('=')
     with pytest.raises(ConfigCheckError, match='wrong type') as info:
         load_config(DEMO, {key: value})
@@ -175,11 +175,12 @@ def test_second_training_in_a_work_dir_is_refused_and_a_killed_ones_lock_is_not(
     holder = subprocess.Popen(
         [sys.executable, '-c', textwrap.dedent(f"""
             import sys, time
-            from mfuser.engine.workdir import acquire_work_dir
+            from mfuser_tools.workdir import acquire_work_dir
             acquire_work_dir({str(wd)!r})
             print('locked', flush=True)
             time.sleep(600)
-        """)], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+        """)], stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, osp.join(REPO, 'tools')])))
     try:
         assert holder.stdout.readline().strip() == 'locked'
         # (no data in tmp_path: without the lock the run would stop at the data check)
@@ -193,7 +194,7 @@ def test_second_training_in_a_work_dir_is_refused_and_a_killed_ones_lock_is_not(
         holder.wait()
     info = json.load(open(wd / 'train.lock'))
     assert info['pid'] == holder.pid  # the dead run's record is still there ...
-    from mfuser.engine import acquire_work_dir, check_work_dir_free
+    from mfuser_tools.workdir import acquire_work_dir, check_work_dir_free
     check_work_dir_free(str(wd))  # ... but it holds nothing
     proc = run_tool([osp.join(REPO, 'tools', 'train.py'), DEMO, '--work-dir', str(wd),
                      '--resume'], cwd=tmp_path)

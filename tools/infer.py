@@ -130,7 +130,7 @@ def main(argv=None):
     from mfuser.engine.checkpoint import install_safe_loader
     install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
     from mfuser.engine import CheckpointError, require_matching_checkpoint, skip_pretrained_held_by
-    from mfuser.engine.preflight import ConfigCheckError, check_config
+    from mfuser_tools.preflight import ConfigCheckError, check_config
     cfg = inference_config(args.config)
     try:
         for key in skip_pretrained_held_by(cfg, args.checkpoint):

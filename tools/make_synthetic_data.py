@@ -3,7 +3,7 @@
     python tools/make_synthetic_data.py --out data/synthetic --convert
 
 writes ``data/synthetic/{gta,cityscapes,bdd100k,mapillary,synthia}`` in the raw on-disk formats
-of the real data sets (see mfuser/datasets/synthetic.py) and, with ``--convert``, runs the label
+of the real data sets (see tools/mfuser_tools/synthetic.py) and, with ``--convert``, runs the label
 converters on them exactly as on real data (GTAV, Cityscapes, Mapillary incl. half-resolution
 copies, SYNTHIA; BDD100K masks need no conversion). configs/_base_/datasets/dg_synthetic.py
 reads the result.
@@ -13,8 +13,8 @@ import os.path as osp
 import sys
 import time
 
-from mfuser.datasets.converters import CONVERTERS
-from mfuser.datasets.synthetic import DOMAINS, generate
+from mfuser_tools.converters import CONVERTERS
+from mfuser_tools.synthetic import DOMAINS, generate
 
 MIN_SIZE = 16
 

@@ -75,7 +75,7 @@ def main(argv=None):
     args = parse_args(argv)
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint!r} not found')
-    from mfuser.engine.preflight import ConfigCheckError, load_config
+    from mfuser_tools.preflight import ConfigCheckError, load_config
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     except ConfigCheckError as exc:
@@ -99,7 +99,7 @@ def main(argv=None):
     from mfuser.engine.checkpoint import install_safe_loader
     install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
     from mfuser.engine import CheckpointError, require_matching_checkpoint, skip_pretrained_held_by
-    from mfuser.engine.preflight import ConfigCheckError, check_config
+    from mfuser_tools.preflight import ConfigCheckError, check_config
     try:
         for key in skip_pretrained_held_by(cfg, args.checkpoint):
             print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
@@ -110,7 +110,7 @@ def main(argv=None):
             check_config(cfg, 'test')
         except ConfigCheckError as exc:
             sys.exit(f'error: {exc}')
-    from mfuser.engine import setup_cpu_distributed
+    from mfuser_tools.distributed import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     model_cfg = copy.deepcopy(cfg)  # the plain model's config (pretrained files), also --tta
     if args.tta:
@@ -124,7 +124,7 @@ def main(argv=None):
     except CheckpointError as exc:
         sys.exit(f'error: {exc}')
     from mfuser.datasets import DataFileError
-    from mfuser.engine.preflight import one_line
+    from mfuser_tools.preflight import one_line
     try:
         runner.test()
     except DataFileError as exc:  # a bad image/label: name it in one line, no traceback

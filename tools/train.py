@@ -47,7 +47,7 @@ def parse_args(argv=None):
 
 
 def build_config(args) -> Config:
-    from mfuser.engine.preflight import ConfigCheckError, load_config
+    from mfuser_tools.preflight import ConfigCheckError, load_config
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     except ConfigCheckError as exc:
@@ -108,7 +108,7 @@ def earlier_checkpoints(work_dir: str) -> list[str]:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
-    from mfuser.engine.workdir import WorkDirBusy, acquire_work_dir, check_work_dir_free
+    from mfuser_tools.workdir import WorkDirBusy, acquire_work_dir, check_work_dir_free
     main_rank = args.launcher == 'none' or os.environ.get(
         'RANK', os.environ.get('SLURM_PROCID', '0')) == '0'
     try:
@@ -124,7 +124,7 @@ def main(argv=None):
     import mfuser  # noqa: F401  registers the modules
     from mfuser.engine.checkpoint import install_safe_loader
     install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
-    from mfuser.engine.preflight import ConfigCheckError, check_config
+    from mfuser_tools.preflight import ConfigCheckError, check_config
     if not args.no_preflight:
         try:
             check_config(cfg, 'train')
@@ -136,7 +136,7 @@ def main(argv=None):
         except WorkDirBusy as exc:
             sys.exit(f'error: {exc}')
     add_nonfinite_guard(cfg, args.skip_nonfinite)
-    from mfuser.engine import setup_cpu_distributed
+    from mfuser_tools.distributed import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if cfg.get('resume'):  # mmengine resumes non-strictly; a mismatch fails later, obscurely
@@ -151,7 +151,7 @@ def main(argv=None):
                 sys.exit(f'error: cannot resume: {exc}')
     from mfuser.datasets import DataFileError
     from mfuser.engine.nonfinite import NonFiniteLossError
-    from mfuser.engine.preflight import one_line
+    from mfuser_tools.preflight import one_line
     try:
         runner.train()
     except (NonFiniteLossError, DataFileError) as exc:

@@ -1,5 +1,6 @@
 """Data sets (GTAV, Cityscapes, BDD100K, Mapillary, SYNTHIA), the multi-domain and rare-class
-sampling wrappers, label tables, converters and the synthetic data generator."""
+sampling wrappers, label tables and the loading transforms (the offline converters and the
+synthetic data generator live in tools/mfuser_tools)."""
 from .bdd100k import BDD100KDGDataset
 from .cityscapes import CityscapesDGDataset
 from .gtav import GTAVDataset

@@ -55,6 +55,12 @@ def _count_classes(job) -> list[int]:
     return np.bincount(lab.ravel().astype(np.int64), minlength=256)[:num_classes].tolist()
 
 
+def _mp_context():
+    """'fork' where available (workers inherit the imported modules), else 'spawn'."""
+    import multiprocessing as mp
+    return mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
+
+
 def _stamps(paths: list[str]) -> list[list[int]]:
     """(size, mtime in ns) of every file: what the statistics cache is checked against."""
     out = []
@@ -181,7 +187,6 @@ class RareClassSampledDataset:
                   f'({why}: {cache})', logger='current')
         jobs = [(p, num_classes, label_map) for p in paths]
         if self.nproc > 1 and len(jobs) > 1:
-            from .converters import _mp_context
             with _mp_context().Pool(self.nproc) as pool:
                 counts = pool.map(_count_classes, jobs, chunksize=16)
         else:

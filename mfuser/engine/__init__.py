@@ -1,12 +1,10 @@
-"""Runner-side helpers: safe checkpoint loading (registered on import) and hooks."""
+"""Runner-side pieces: checkpoint loading (installed by the tools, not on import), the LR
+schedule, hooks (non-finite guard, trainable-only checkpoints, training curves)."""
 from . import checkpoint as _ckpt
 from .curves import TrainingCurvesHook, plot_curves, read_scalars
-from .distributed import CPUDistributedDataParallel, setup_cpu_distributed
 from .nonfinite import NonFiniteLossError, NonFiniteLossHook
-from .rank_check import RankConsistencyHook, parameter_checksum
 from .schedulers import PolyLRWithLinearWarmup
 from .trainable_checkpoint import TrainableCheckpointHook
-from .workdir import WorkDirBusy, acquire_work_dir, check_work_dir_free
 
 CheckpointError = _ckpt.CheckpointError
 checkpoint_mismatch = _ckpt.checkpoint_mismatch
@@ -16,11 +14,8 @@ require_matching_checkpoint = _ckpt.require_matching_checkpoint
 runner_checkpoint_globals = _ckpt.runner_checkpoint_globals
 skip_pretrained_held_by = _ckpt.skip_pretrained_held_by
 
-__all__ = ['CPUDistributedDataParallel', 'CheckpointError', 'NonFiniteLossError',
-           'NonFiniteLossHook', 'PolyLRWithLinearWarmup', 'TrainableCheckpointHook',
-           'RankConsistencyHook', 'WorkDirBusy',
-           'acquire_work_dir', 'check_work_dir_free',
-           'TrainingCurvesHook', 'checkpoint_mismatch', 'load_trusted_local',
-           'parameter_checksum', 'plot_curves', 'read_scalars',
+__all__ = ['CheckpointError', 'NonFiniteLossError', 'NonFiniteLossHook',
+           'PolyLRWithLinearWarmup', 'TrainableCheckpointHook', 'TrainingCurvesHook',
+           'checkpoint_mismatch', 'load_trusted_local', 'plot_curves', 'read_scalars',
            'read_state_dict', 'require_matching_checkpoint', 'runner_checkpoint_globals',
-           'setup_cpu_distributed', 'skip_pretrained_held_by']
+           'skip_pretrained_held_by']

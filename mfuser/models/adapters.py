@@ -15,38 +15,27 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmseg.registry import MODELS
+from timm.models.vision_transformer import Attention
 
 __all__ = ['ConcatAttentionAdapter', 'SelfAttention', 'SeparateAttentionAdapter']
 
 
 class SelfAttention(nn.Module):
-    """Pre-norm multi-head self-attention block body: LN -> qkv -> SDPA -> proj -> dropout.
-
-    (B, L, C) -> (B, L, C), no residual.
-    """
+    """Pre-norm multi-head self-attention block body: LN -> timm's ``Attention`` (qkv, SDPA,
+    proj, dropout). (B, L, C) -> (B, L, C), no residual."""
 
     def __init__(self, dim: int, num_heads: int = 16, qkv_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.1):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
-        self.num_heads = num_heads
         self.norm = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.attn_drop = attn_drop
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                              proj_drop=proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, seqlen, c = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, seqlen, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                # (B, H, L, hd)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(b, seqlen, c)
-        return self.proj_drop(self.proj(out))
+        return self.attn(self.norm(x))
 
 
 def _check_tokens(x: torch.Tensor, dim: int, name: str):

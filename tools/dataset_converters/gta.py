@@ -5,11 +5,13 @@ Usage: python tools/dataset_converters/gta.py data/gta [--nproc N]
 Idempotent (complete existing outputs are skipped; --force redoes them), never overwrites
 source files, lists unreadable files at the end (exit code 1 if any; 2 when there is nothing it
 can convert; 130 after Ctrl-C, with no partial files left). The conversion logic is in
-mfuser.datasets.converters.
+mfuser_tools.converters.
 """
+import os.path as osp
 import sys
 
-from mfuser.datasets.converters import cli
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: mfuser_tools
+from mfuser_tools.converters import cli  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(cli('gta'))

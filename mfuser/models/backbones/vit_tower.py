@@ -21,13 +21,9 @@ import math
 import timm
 import torch
 import torch.nn as nn
+from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # fallback pixel statistics
 from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
-
-#: Pixel statistics (0-1 scale) for the supported families, used when a timm model has no
-#: ``pretrained_cfg`` mean/std (it always has for the registered names).
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def build_vit_tower(name: str, img_size: int | tuple[int, int], *, keep_head: bool,

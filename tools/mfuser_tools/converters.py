@@ -1,4 +1,4 @@
-"""Label converters for GTAV, Cityscapes, Mapillary Vistas and SYNTHIA (importable core).
+"""Label converters for GTAV, Cityscapes, Mapillary Vistas and SYNTHIA (the tools' library).
 
 The command-line front ends live in ``tools/dataset_converters/``. Every converter:
 
@@ -37,8 +37,13 @@ from functools import cache
 
 import numpy as np
 
-from .file_checks import incomplete_reason, is_complete_output
-from .label_maps import MAPILLARY_V12_CLASSES, cityscapes_lut, mapillary_lut, synthia_lut
+from mfuser.datasets.file_checks import incomplete_reason, is_complete_output
+from mfuser.datasets.label_maps import (
+    MAPILLARY_V12_CLASSES,
+    cityscapes_lut,
+    mapillary_lut,
+    synthia_lut,
+)
 
 TRAIN_ID_SUFFIX = '_labelTrainIds.png'
 MAPILLARY_SPLITS = {'training': 'train', 'validation': 'val'}

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .label_maps import IGNORE_INDEX
+from mfuser.datasets.label_maps import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------- label space
 LANE, CURB, VOID_UNLABELED, VOID_EGO, VOID_STATIC = 19, 20, 21, 22, 23
@@ -422,7 +422,7 @@ def _cityscapes_colours() -> np.ndarray:
     """Colour per Cityscapes label ID (only for the P-mode palette of GTAV-style labels)."""
     pal = np.zeros((34, 3), np.uint8)
     for tid, lid in enumerate(SOURCE_IDS['cityscapes'][:19]):
-        from .label_maps import CITYSCAPES_PALETTE
+        from mfuser.datasets.label_maps import CITYSCAPES_PALETTE
         pal[lid] = CITYSCAPES_PALETTE[tid]
     return pal
 
