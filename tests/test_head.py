@@ -148,3 +148,42 @@ def test_portable_deform_attn_matches_pytorch_reference():
     kw = dict(query=query, value=value, reference_points=refp, spatial_shapes=shapes,
               level_start_index=start)
     torch.testing.assert_close(ours(**kw), ref(**kw))
+
+
+def test_pixel_decoder_without_text_is_mmdets_own():
+    """With the text inputs disabled (text=None, no post_norm) the adapted forward equals
+    mmdet's MSDeformAttnPixelDecoder with the same weights."""
+    from mmdet.models.layers.msdeformattn_pixel_decoder import MSDeformAttnPixelDecoder
+    from mmengine.config import ConfigDict
+
+    from mfuser.models.heads.text_pixel_decoder import TextMSDeformAttnPixelDecoder
+    feat = 32
+    layer = dict(self_attn_cfg=dict(embed_dims=feat, num_heads=4, num_levels=3, num_points=2,
+                                    batch_first=True),
+                 ffn_cfg=dict(embed_dims=feat, feedforward_channels=64, num_fcs=2,
+                              act_cfg=dict(type='ReLU', inplace=True)))
+    common = dict(in_channels=[16] * 4, strides=[4, 8, 16, 32], feat_channels=feat,
+                  out_channels=feat, num_outs=3, norm_cfg=dict(type='GN', num_groups=8),
+                  act_cfg=dict(type='ReLU'),
+                  positional_encoding=dict(num_feats=feat // 2, normalize=True))
+    theirs = MSDeformAttnPixelDecoder(encoder=ConfigDict(num_layers=2, layer_cfg=layer),
+                                      **common).eval()
+    theirs.init_weights()
+    ours = TextMSDeformAttnPixelDecoder(
+        text_dim=24, num_classes=5, encoder=dict(
+            num_layers=2, post_norm=False,
+            layer_cfg=dict(layer, text_cross_attn_cfg=dict(embed_dims=feat, num_heads=4))),
+        **common).eval()
+    state = {k.replace('.norms.1.', '.norms.2.'): v for k, v in theirs.state_dict().items()}
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not unexpected
+    assert all('cross_attn' in k or '.norms.1.' in k or k.startswith('text_') for k in missing)
+    feats = feats_for(2)
+    with torch.no_grad():
+        mask_ref, outs_ref = theirs(feats)
+        mask, outs = ours(feats, None)
+        torch.testing.assert_close(mask, mask_ref)
+        for a, b in zip(outs, outs_ref):
+            torch.testing.assert_close(a, b)
+        # and the text does change the features when given
+        assert not torch.allclose(ours(feats, torch.randn(2, 5, 24))[0], mask_ref)

@@ -6,6 +6,11 @@ pixel tokens cross-attend to the projected class-text embeddings (plus a learnab
 position embedding), so the pixel features are conditioned on the classes being queried.
 The FPN-style lateral fusion with the finest level that yields the mask features is
 mmdet's.
+
+Adapted from mmdet 3.3 (Apache-2.0): ``MSDeformAttnPixelDecoder.forward``
+(mmdet/models/layers/msdeformattn_pixel_decoder.py) and
+``DeformableDetrTransformerEncoderLayer.forward``; with ``text=None`` and ``post_norm=False``
+the forward is mmdet's own, which tests/test_head.py checks against mmdet's module.
 """
 from __future__ import annotations
 
@@ -115,7 +120,7 @@ class TextMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
                 m.init_weights()
         nn.init.trunc_normal_(self.text_pos_embed.weight, std=0.02)
 
-    def forward(self, feats: list[torch.Tensor], text: torch.Tensor):
+    def forward(self, feats: list[torch.Tensor], text: torch.Tensor | None):
         batch_size = feats[0].shape[0]
         inputs, pos_list, shapes, refs = [], [], [], []
         for i in range(self.num_encoder_levels):
@@ -138,8 +143,11 @@ class TextMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
                                        spatial_shapes.prod(1).cumsum(0)[:-1]))
         reference_points = torch.cat(refs, 0)[None, :, None].repeat(
             batch_size, 1, self.num_encoder_levels, 1)
-        text_tokens = self.text_proj(text)
-        text_pos = self.text_pos_embed.weight.unsqueeze(0).expand(batch_size, -1, -1)
+        if text is None:  # no text conditioning: mmdet's pixel decoder
+            text_tokens = text_pos = None
+        else:
+            text_tokens = self.text_proj(text)
+            text_pos = self.text_pos_embed.weight.unsqueeze(0).expand(batch_size, -1, -1)
         memory = self.encoder(
             query=torch.cat(inputs, 1), query_pos=torch.cat(pos_list, 1),
             key_padding_mask=None, spatial_shapes=spatial_shapes,
