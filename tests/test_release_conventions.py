@@ -97,6 +97,20 @@ def test_pretrained_score_logits_need_the_text_files_scale():
     torch.testing.assert_close(out, torch.full((1, 5, 2, 2), 0.5 * 7.38905609893065 - 10.0))
 
 
+def run_and_capture_last_tokens(enc, img):
+    """Run the encoder; also return the last tokens of both streams (``d``: VFM, ``x``: VLM)
+    that go into its embedding head."""
+    captured = {}
+    orig = enc._embeddings
+
+    def spy(x_vfm, x_vlm, p_vfm, p_vlm):
+        captured.update(d=x_vfm, x=x_vlm)
+        return orig(x_vfm, x_vlm, p_vfm, p_vlm)
+    enc._embeddings = spy
+    _, g, dense = enc(img)
+    return g, dense, captured
+
+
 def test_clip_wiring_is_proj_of_ln_post_of_x_plus_adapter_proj3_d():
     """final='clip': the global/dense embeddings are ((x + adapter_proj3(d)) -> ln_post) @ proj
     on the last tokens of both streams, computed here by hand from the tower's pieces."""
@@ -107,16 +121,8 @@ def test_clip_wiring_is_proj_of_ln_post_of_x_plus_adapter_proj3_d():
                        adapter=None, adapter_proj=True, final='clip', img_size=32,
                        out_indices=(0, 1, 1, 1)).eval()
     assert enc.vlm.head.bias is None and len(enc.adapter_proj1) == 2
-    x = torch.randn(1, 3, 32, 32)
-    captured = {}
-    orig = enc._embeddings
-
-    def spy(x_vfm, x_vlm, p_vfm, p_vlm):
-        captured.update(d=x_vfm, x=x_vlm)
-        return orig(x_vfm, x_vlm, p_vfm, p_vlm)
-    enc._embeddings = spy
     with torch.no_grad():
-        _, g, dense = enc(x)
+        g, dense, captured = run_and_capture_last_tokens(enc, torch.randn(1, 3, 32, 32))
         fused = captured['x'] + enc.adapter_proj3(captured['d'])  # class token + patches
         out = enc.vlm.norm(fused) @ enc.vlm.head.weight.t()
     torch.testing.assert_close(g, out[:, :1])
@@ -141,15 +147,8 @@ def test_siglip_dense_map_is_the_pool_attention_with_every_token_as_query():
         mha.in_proj_bias.copy_(torch.cat([pool.q.bias, pool.kv.bias]))
         mha.out_proj.weight.copy_(pool.proj.weight)
         mha.out_proj.bias.copy_(pool.proj.bias)
-    captured = {}
-    orig = enc._embeddings
-
-    def spy(x_vfm, x_vlm, p_vfm, p_vlm):
-        captured.update(d=x_vfm, x=x_vlm)
-        return orig(x_vfm, x_vlm, p_vfm, p_vlm)
-    enc._embeddings = spy
     with torch.no_grad():
-        _, g, dense = enc(torch.randn(1, 3, 48, 48))
+        g, dense, captured = run_and_capture_last_tokens(enc, torch.randn(1, 3, 48, 48))
         last = enc.vlm.norm(captured['x']) + enc.vfm.norm(captured['d'])[:, 1:]
         local, _ = mha(last, last, last)
         local = local + pool.mlp(pool.norm(local))

@@ -7,17 +7,24 @@
 #   proj(ln_post(x + adapter_proj3(d))) with a bias-free projection;
 # * the release adds CLIP's class embedding twice to token 0 (stored doubled as cls_token);
 # * drop path 0.1 over the CLIP blocks (training only); 5 context tokens (text context 10).
+# Pretrained weights (local files, never downloaded): DINOv2 and OpenAI's TorchScript archive
+# (visual + text towers); override with --cfg-options model.backbone.vlm.checkpoint=... etc.
 _base_ = ['./mfuser_dinov2_eva02.py']
+dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
+clip_checkpoint = 'checkpoints/ViT-L-14-336px.pt'
 embed_dim = 768
 n_ctx = 5
 model = dict(
     backbone=dict(
-        vlm=dict(name='vit_large_patch14_clip_quickgelu_336', patch_size=16,
+        vfm=dict(checkpoint=dinov2_checkpoint),
+        vlm=dict(name='vit_large_patch14_clip_quickgelu_336', checkpoint=clip_checkpoint,
+                 patch_size=16,
                  drop_path_rate=0.1, head_bias=False, interpolation='bilinear'),
         adapter_proj=True,
         final='clip',
         double_class_embedding=True),
-    text_encoder=dict(model_name='ViT-L-14-336-quickgelu', n_ctx=n_ctx, name_context_length=5),
+    text_encoder=dict(model_name='ViT-L-14-336-quickgelu', checkpoint=clip_checkpoint,
+                      n_ctx=n_ctx, name_context_length=5),
     n_ctx=n_ctx,
     context_decoder=dict(visual_dim=embed_dim),
     decode_head=dict(text_dim=embed_dim))

@@ -12,18 +12,25 @@
 # The release's adapter_proj1/2/3 are built but unused by its forward; the converter drops them.
 # Its text tokens come from the Hugging Face SigLIP tokenizer: give a local tokenizer directory
 # (model.text_encoder.tokenizer).
+# Pretrained weights (local files, never downloaded): DINOv2, the open_clip / timm SigLIP file
+# (visual + text towers, logit_scale / logit_bias) and its tokenizer directory.
 _base_ = ['./mfuser_dinov2_eva02.py']
+dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
+siglip_checkpoint = 'checkpoints/ViT-L-16-SigLIP-384/open_clip_pytorch_model.bin'
+siglip_tokenizer = 'checkpoints/ViT-L-16-SigLIP-384'  # tokenizer.json / spiece.model here
 embed_dim = 1024
 n_ctx = 5
 siglip_norm = dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5])
 model = dict(
     data_preprocessor=dict(mean=siglip_norm['mean'], std=siglip_norm['std']),
     backbone=dict(
-        vlm=dict(name='vit_large_patch16_siglip_384', act_layer='gelu_tanh',
-                 interpolation='bilinear'),
+        vfm=dict(checkpoint=dinov2_checkpoint),
+        vlm=dict(name='vit_large_patch16_siglip_384', checkpoint=siglip_checkpoint,
+                 act_layer='gelu_tanh', interpolation='bilinear'),
         input_norm=siglip_norm,
         dense_pool='attention'),
-    text_encoder=dict(model_name='ViT-L-16-SigLIP-384', n_ctx=n_ctx, name_context_length=5,
+    text_encoder=dict(model_name='ViT-L-16-SigLIP-384', checkpoint=siglip_checkpoint,
+                      tokenizer=siglip_tokenizer, n_ctx=n_ctx, name_context_length=5,
                       text_cfg=dict(act_kwargs=dict(approximate='tanh'))),
     n_ctx=n_ctx,
     score_logits='pretrained',
