@@ -154,6 +154,14 @@ def test_train_test_infer(workspace):
     pred = [f for f in files if f.endswith('_pred.png')][0]
     arr = Image.open(osp.join(overlays, pred))
     assert arr.size == (128, 64) and max(arr.getdata()) < 19
+    # the overlay is the image blended with the palette colour of the prediction (opacity 0.5)
+    from mfuser.datasets import CITYSCAPES_METAINFO
+    source = (workspace / 'data/synthetic/cityscapes/leftImg8bit/val' /
+              pred.replace('_pred.png', '.png'))
+    rgb = np.asarray(Image.open(source).convert('RGB')).astype(float)
+    colour = np.asarray(CITYSCAPES_METAINFO['palette'], float)[np.asarray(arr)]
+    overlay = np.asarray(Image.open(osp.join(overlays, pred.replace('_pred', '_overlay'))))
+    assert np.abs(overlay - (0.5 * rgb + 0.5 * colour)).max() <= 1
 
 
 @pytest.mark.slow

@@ -84,13 +84,6 @@ def list_images(inputs, limit=0):
     return [p for p in images if not (osp.abspath(p) in seen or seen.add(osp.abspath(p)))]
 
 
-def colorize(label: np.ndarray, palette) -> np.ndarray:
-    """(H, W) train IDs -> (H, W, 3) uint8 colours; ignore (255) stays black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[:len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return lut[label.astype(np.uint8)]
-
-
 def inference_config(path):
     """The config with a ``test_pipeline`` for mmseg's ``inference_model``: the config's own,
     else the test data set's pipeline (the first target of a multi-domain set) without label
@@ -146,7 +139,9 @@ def main(argv=None):
     model.dataset_meta = dict(classes=meta.get('classes', CityscapesDataset.METAINFO['classes']),
                               palette=meta.get('palette', CityscapesDataset.METAINFO['palette']))
     model.to(args.device).eval()
-    palette = model.dataset_meta['palette']
+    from mmseg.visualization import SegLocalVisualizer
+    painter = SegLocalVisualizer(name='mfuser_infer', alpha=args.opacity)
+    painter.dataset_meta = model.dataset_meta
     skipped = []
     for i, (path, out) in enumerate(zip(images, outputs), 1):
         overlay_path, pred_path = out + '_overlay.png', out + '_pred.png'
@@ -158,8 +153,9 @@ def main(argv=None):
                 rgb = np.asarray(im.convert('RGB'))  # Pillow refuses truncated files
             result = inference_model(model, path)
             pred = result.pred_sem_seg.data[0].cpu().numpy()
-            color = colorize(pred, palette)
-            overlay = (rgb * (1 - args.opacity) + color * args.opacity).astype(np.uint8)
+            painter.add_datasample(osp.basename(path), rgb, result, draw_gt=False,
+                                   with_labels=False)  # mmseg's overlay: rgb*(1-a)+colour*a
+            overlay = painter.get_image()
             os.makedirs(osp.dirname(out) or '.', exist_ok=True)
             _save(Image.fromarray(overlay), overlay_path)
             _save(Image.fromarray(pred.astype(np.uint8)), pred_path)
