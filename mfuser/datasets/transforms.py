@@ -33,6 +33,21 @@ def _where(dataset_name: str) -> str:
     return f'{dataset_name}: ' if dataset_name else ''
 
 
+def read_image_checked(path: str, backend_args, flag: str, backend: str):
+    """Read and decode an image file: ``(array, None)``, or ``(None, reason)`` when it cannot
+    be read, is truncated (checked before decoding) or does not decode."""
+    import mmcv
+    try:
+        data = fileio.get(path, backend_args=backend_args)
+        reason = incomplete_reason(data)
+        img = None if reason else mmcv.imfrombytes(data, flag=flag, backend=backend)
+        if img is None and not reason:
+            reason = 'not a readable image'
+    except Exception as exc:  # noqa: BLE001 - returned with the reason, re-raised by callers
+        return None, f'{type(exc).__name__}: {exc}'
+    return img, reason
+
+
 @TRANSFORMS.register_module()
 class LoadCheckedImageFromFile(LoadImageFromFile):
     """``LoadImageFromFile`` that names the file (and data set) when it cannot be read, and
@@ -48,17 +63,9 @@ class LoadCheckedImageFromFile(LoadImageFromFile):
         self.dataset_name = dataset_name
 
     def transform(self, results: dict) -> dict | None:
-        import mmcv
         filename = results['img_path']
-        try:
-            data = fileio.get(filename, backend_args=self.backend_args)
-            reason = incomplete_reason(data)
-            img = None if reason else mmcv.imfrombytes(data, flag=self.color_type,
-                                                       backend=self.imdecode_backend)
-            if img is None and not reason:
-                reason = 'not a readable image'
-        except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-            reason = f'{type(exc).__name__}: {exc}'
+        img, reason = read_image_checked(filename, self.backend_args, self.color_type,
+                                         self.imdecode_backend)
         if reason:
             if self.ignore_empty:
                 return None
@@ -114,16 +121,8 @@ class LoadCheckedAnnotations(LoadAnnotations):
         raise DataFileError(f'{_where(self.dataset_name)}label {path}: {what}')
 
     def _decode(self, path: str) -> np.ndarray:
-        import mmcv
-        try:
-            data = fileio.get(path, backend_args=self.backend_args)
-            reason = incomplete_reason(data)
-            raw = None if reason else mmcv.imfrombytes(data, flag='unchanged',
-                                                       backend=self.imdecode_backend)
-            if raw is None and not reason:
-                reason = 'not a readable image'
-        except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-            reason = f'{type(exc).__name__}: {exc}'
+        raw, reason = read_image_checked(path, self.backend_args, 'unchanged',
+                                         self.imdecode_backend)
         if reason:
             raise DataFileError(f'{_where(self.dataset_name)}cannot read label {path}: {reason}')
         return raw.squeeze()
