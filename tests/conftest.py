@@ -11,13 +11,13 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')
 # Test this checkout, also in the subprocesses the tool tests start: an editable install in
 # a shared environment points at whichever clone ran tools/setup_env.sh last.
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# tools/ holds the tools' library (mfuser_tools), tests/ the test scaffolding (rank_check)
-EXTRA = (REPO, osp.join(REPO, 'tools'), osp.join(REPO, 'tests'))
+# tests/ holds test scaffolding the subprocesses import (rank_check). tools/ (the tools'
+# library, mfuser_tools) goes on this process's path only, AFTER the standard library (its
+# test.py must not shadow the stdlib 'test' package); the tool scripts find it themselves.
 os.environ['PYTHONPATH'] = os.pathsep.join(
-    p for p in (*EXTRA, os.environ.get('PYTHONPATH')) if p)
-for _p in EXTRA[1:]:
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+    p for p in (REPO, osp.join(REPO, 'tests'), os.environ.get('PYTHONPATH')) if p)
+if osp.join(REPO, 'tools') not in sys.path:
+    sys.path.append(osp.join(REPO, 'tools'))
 
 import mfuser  # noqa: E402
 

@@ -111,13 +111,20 @@ def test_lr_schedule_is_mmcv1_poly_times_linear_warmup():
     optim = torch.optim.AdamW([dict(params=[param], lr=1e-4), dict(params=[frozen], lr=0.0)])
     wrapper = OptimWrapper(optim)
     sched = PARAM_SCHEDULERS.build(dict(cfg.param_scheduler[0], optimizer=wrapper))
-    lrs = []
+    lrs, frozen_lrs = [], []
     for _ in range(20000):
         lrs.append(optim.param_groups[0]['lr'])
+        frozen_lrs.append(optim.param_groups[1]['lr'])
         optim.step()
         sched.step()
     expected = np.array([mmcv1_poly_lr(i) for i in range(20000)])
     np.testing.assert_allclose(lrs, expected, rtol=1e-12, atol=0)
+    # mmcv 1.x's min_lr is absolute: a base-0 group follows (0 - 1e-6) * coeff + 1e-6 (the
+    # release's frozen text encoder gets that tiny lr too, harmlessly: no gradients)
+    coeff = (1 - np.arange(20000) / 20000) ** 0.9
+    warm = np.where(np.arange(20000) < 1500,
+                    1 - (1 - np.arange(20000) / 1500) * (1 - 1e-6), 1.0)
+    np.testing.assert_allclose(frozen_lrs, (-1e-6 * coeff + 1e-6) * warm, rtol=1e-9, atol=1e-18)
     assert abs(lrs[1500] - 9.33e-5) < 5e-8  # the number
     assert lrs[1499] < lrs[1500] > lrs[1501]  # the warm-up peak
     # resuming from a state dict continues the same curve

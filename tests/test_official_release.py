@@ -153,3 +153,15 @@ def test_project_checkpoints_are_not_taken_for_official_ones():
     assert not is_official_state_dict({'state': torch.zeros(1)})
     with pytest.raises(ValueError, match='not an official MFuser state dict'):
         detect_variant(['decode_head.cls_embed.weight'])
+
+
+def test_converted_clip_class_token_is_the_official_embedding_added_twice():
+    """The released CLIP tower adds class_embedding twice to token 0 (class_embedding +
+    positional_embedding[0] + class_embedding); timm adds cls_token + pos_embed[0] once, so
+    the converted cls_token must hold twice the official embedding."""
+    emb, pos = torch.randn(1024), torch.randn(1025, 1024)
+    converted, _, _ = convert_official_state_dict(
+        {'backbone.class_embedding': emb, 'backbone.positional_embedding': pos,
+         'backbone.conv1.weight': torch.zeros(1024, 3, 16, 16)}, 'clip')
+    token0 = converted['backbone.vlm.cls_token'][0, 0] + converted['backbone.vlm.pos_embed'][0, 0]
+    torch.testing.assert_close(token0, emb + (pos[0] + emb))

@@ -109,12 +109,16 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     from mfuser_tools.workdir import WorkDirBusy, acquire_work_dir, check_work_dir_free
-    main_rank = args.launcher == 'none' or os.environ.get(
-        'RANK', os.environ.get('SLURM_PROCID', '0')) == '0'
-    try:
-        check_work_dir_free(cfg.work_dir)
-    except WorkDirBusy as exc:
-        sys.exit(f'error: {exc}')
+    # the rank as the launchers set it (mmengine's init_dist reads the same variables later);
+    # only rank 0 checks and holds the work-dir lock (the others would find rank 0's lock)
+    rank = next((os.environ[k] for k in ('RANK', 'OMPI_COMM_WORLD_RANK', 'SLURM_PROCID')
+                 if k in os.environ), '0')
+    main_rank = args.launcher == 'none' or rank == '0'
+    if main_rank:
+        try:
+            check_work_dir_free(cfg.work_dir)
+        except WorkDirBusy as exc:
+            sys.exit(f'error: {exc}')
     found = earlier_checkpoints(cfg.work_dir)
     if found and not cfg.get('resume') and not args.overwrite:
         sys.exit(f'error: work dir {cfg.work_dir!r} already holds checkpoints of an earlier run '

@@ -105,7 +105,8 @@ class RareClassSampledDataset:
         dataset: the source data set (config or instance) with a pipeline ending in
             ``PackSegInputs``.
         min_pixels: an image "has" a class when it holds more than this many of its pixels.
-        temperature: ``T``; DAFormer and the DGSS line use 0.01.
+        temperature: ``T``; DAFormer uses 0.01; the MFuser release (and this project's GTAV,
+            Cityscapes and SYNTHIA configs) uses 100, i.e. nearly uniform over classes.
         min_crop_ratio: the crop must hold more than ``min_pixels * min_crop_ratio`` pixels of
             the sampled class (0 disables the re-crop loop).
         max_retries: most extra pipeline runs per sample.

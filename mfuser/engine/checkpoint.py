@@ -277,10 +277,10 @@ def require_matching_checkpoint(model: torch.nn.Module, filename: str, cfg=None)
 def skip_pretrained_held_by(cfg, checkpoint: str) -> list[str]:
     """Set to None the config's pretrained-weight files whose weights ``checkpoint`` holds.
 
-    A trained MFuser checkpoint contains the whole model, frozen towers included, so testing
-    or running inference with it needs neither the DINOv2 nor the CLIP files (and loading
-    them first would only be overwritten). Files whose part the checkpoint lacks (e.g. a
-    release of the trainable parts only) stay in the config and must exist.
+    A checkpoint that holds the frozen towers (a released MFuser checkpoint, a
+    ``keep_frozen`` run, the CPU demo with random towers) needs neither the DINOv2 nor the
+    CLIP files (loading them first would only be overwritten). Files whose part the checkpoint
+    lacks (the default trainable-only checkpoints) stay in the config and must exist.
 
     Returns:
         The config keys that were cleared.

@@ -63,6 +63,3 @@ class PolyLRWithLinearWarmup(LRSchedulerMixin, _ParamScheduler):
 
     def _get_value(self) -> list[float]:
         return [self.factor(base, self.last_step) for base in self.base_values]
-
-    def _get_closed_form(self) -> list[float]:
-        return self._get_value()

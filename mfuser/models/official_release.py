@@ -19,7 +19,7 @@ import torch
 __all__ = ['VARIANTS', 'DROPPED', 'DROPPED_SIGLIP', 'detect_variant', 'convert_official_state_dict',
            'is_official_state_dict']
 
-#: official segmentor class -> (variant name, the project config that builds it)
+#: variant -> the project config that builds it
 VARIANTS = {
     'eva02': 'configs/mfuser_eva02_gta.py',
     'clip': 'configs/mfuser_clip_gta.py',
@@ -195,8 +195,8 @@ def _convert_visual(variant: str, visual: dict[str, torch.Tensor]) -> dict[str, 
     if variant == 'clip':
         out = {}
         for k, v in visual.items():
-            if k == 'class_embedding':
-                out['cls_token'] = v.reshape(1, 1, -1)
+            if k == 'class_embedding':  # the released tower adds it twice to token 0
+                out['cls_token'] = 2 * v.reshape(1, 1, -1)
             elif k == 'positional_embedding':
                 out['pos_embed'] = v.unsqueeze(0)
             elif k == 'proj':  # x @ proj  ==  Linear with weight proj.T (no bias)
