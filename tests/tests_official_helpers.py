@@ -2,8 +2,8 @@
 import os.path as osp
 
 import torch
-from mmengine.config import Config
-from mmseg.registry import MODELS
+
+from mfuser_tools.models import build_model_without_pretrained
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {'eva02': 'mfuser_eva02_gta.py', 'clip': 'mfuser_clip_gta.py',
@@ -12,16 +12,8 @@ CONFIGS = {'eva02': 'mfuser_eva02_gta.py', 'clip': 'mfuser_clip_gta.py',
 
 def build_meta(variant: str) -> torch.nn.Module:
     """The variant's full-size model with random towers, on 'meta' (no memory, < 1 s)."""
-    cfg = Config.fromfile(osp.join(REPO, 'configs', CONFIGS[variant]))
-    cfg.model.backbone.vfm.checkpoint = None
-    cfg.model.backbone.vlm.checkpoint = None
-    cfg.model.text_encoder.checkpoint = None
-    if variant == 'siglip':  # token ids do not matter for shapes (the real one is a local file)
-        cfg.model.text_encoder.tokenizer = (
-            lambda texts, context_length: torch.ones(len(texts), context_length,
-                                                     dtype=torch.long))
-    with torch.device('meta'):
-        return MODELS.build(cfg.model)
+    return build_model_without_pretrained(osp.join(REPO, 'configs', CONFIGS[variant]),
+                                          device='meta', placeholder_tokens=True)
 
 
 def meta_model_shapes(variant: str) -> dict[str, torch.Size]:

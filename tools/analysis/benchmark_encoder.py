@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 import statistics
+import sys
 import time
 
 import torch
@@ -45,17 +46,10 @@ def main(argv=None):
     p.add_argument('--config', default=osp.join(REPO, 'configs', 'mfuser_eva02_gta.py'))
     args = p.parse_args(argv)
 
-    from mmengine.config import Config
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    import mfuser  # noqa: F401
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(args.config)
-    for part in (cfg.model.backbone.vfm, cfg.model.backbone.vlm, cfg.model.text_encoder):
-        part.checkpoint = None
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    from mfuser_tools.models import build_model_without_pretrained
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model).eval()
+    model = build_model_without_pretrained(args.config).eval()
     enc = model.backbone
     x = torch.randn(1, 3, args.size, args.size)
     pad = enc._prepare(x)

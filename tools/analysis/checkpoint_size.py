@@ -19,6 +19,7 @@ import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
+sys.path.insert(0, osp.join(REPO, 'tools'))  # mfuser_tools
 from table import print_table  # noqa: E402
 
 
@@ -35,20 +36,11 @@ def main(argv=None) -> int:
     parser.add_argument('--config', default=osp.join(REPO, 'configs', 'mfuser_eva02_gta.py'))
     args = parser.parse_args(argv)
     from mmengine.config import Config
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
 
     from mfuser.engine import TrainableCheckpointHook
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(args.config)
-    files = {k: cfg.model.backbone[k].checkpoint for k in ('vfm', 'vlm')}
-    text_file = cfg.model.text_encoder.checkpoint
-    cfg.model.backbone.vfm.checkpoint = cfg.model.backbone.vlm.checkpoint = None
-    cfg.model.text_encoder.checkpoint = None
-    model = MODELS.build(cfg.model)
-    named = Config(dict(model=dict(backbone=dict(vfm=dict(checkpoint=files['vfm']),
-                                                 vlm=dict(checkpoint=files['vlm'])),
-                                   text_encoder=dict(checkpoint=text_file))))
+    from mfuser_tools.models import build_model_without_pretrained
+    named = Config.fromfile(args.config)  # names the pretrained files, as a training run's
+    model = build_model_without_pretrained(named)
     full = dict(meta={}, state_dict=model.state_dict())
     slim = dict(meta={}, state_dict=dict(model.state_dict()))
     TrainableCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model, cfg=named),

@@ -60,19 +60,10 @@ def official_generator(ref: str = DEFAULT_REF):
 
 def build_model(config: str = CONFIG, cfg_options: dict | None = None) -> torch.nn.Module:
     """The config's model with random towers (no weight files), in eval mode, on the CPU."""
-    from mmengine.config import Config
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    import mfuser  # noqa: F401  registers the modules
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.vfm.checkpoint = None
-    cfg.model.backbone.vlm.checkpoint = None
-    cfg.model.text_encoder.checkpoint = None
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return MODELS.build(cfg.model).eval()
+    if osp.join(REPO, 'tools') not in sys.path:
+        sys.path.append(osp.join(REPO, 'tools'))
+    from mfuser_tools.models import build_model_without_pretrained
+    return build_model_without_pretrained(config, cfg_options=cfg_options).eval()
 
 
 def load_official(model: torch.nn.Module, official: dict) -> dict[str, str]:

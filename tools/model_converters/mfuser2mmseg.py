@@ -37,25 +37,10 @@ def parse_args(argv=None):
 
 def model_shapes(config: str) -> dict[str, tuple[torch.Size, torch.dtype]]:
     """State-dict shapes of the config's model, built on the 'meta' device."""
-    from mmengine.config import Config
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    import mfuser  # noqa: F401
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.vfm.checkpoint = None
-    cfg.model.backbone.vlm.checkpoint = None
-    cfg.model.text_encoder.checkpoint = None
-    if cfg.model.text_encoder.get('tokenizer'):  # token ids do not change any shape
-        cfg.model.text_encoder.tokenizer = _placeholder_tokenizer
-    with torch.device('meta'):
-        model = MODELS.build(cfg.model)
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+    from mfuser_tools.models import build_model_without_pretrained
+    model = build_model_without_pretrained(config, device='meta', placeholder_tokens=True)
     return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
-
-
-def _placeholder_tokenizer(texts, context_length):
-    return torch.ones(len(texts), context_length, dtype=torch.long)
 
 
 def shape_problems(state: dict, shapes: dict) -> list[str]:
