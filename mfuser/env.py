@@ -2,7 +2,7 @@
 
 Prints the versions of the libraries MFuser is pinned to, whether mmcv's compiled ops
 (``mmcv._ext``) are present (mmseg/mmdet models need them), and which selective-scan
-backend runs on the CPU and on CUDA.
+backend runs on the CPU and on CUDA (and why a faster CUDA backend was not taken).
 """
 from __future__ import annotations
 
@@ -47,8 +47,11 @@ def collect_env() -> OrderedDict:
 
     from mfuser.ops import selective_scan as scan
     env['selective scan (cpu)'] = scan.active_backend('cpu')
-    env['selective scan (cuda)'] = (scan.active_backend('cuda') if torch.cuda.is_available()
-                                    else f'{scan.active_backend("cuda")} (no CUDA device here)')
+    cuda = scan.describe_cuda_choice()
+    env['selective scan (cuda)'] = cuda if torch.cuda.is_available() else \
+        f'{cuda} [no CUDA device here: what a CUDA run would use]'
+    for name, why in scan.cuda_backend_status().items():
+        env[f'  {name}'] = 'usable' if why is None else f'not usable: {why}'
     env['selective scan backends available'] = ', '.join(scan.available_backends())
     return env
 

@@ -1,12 +1,17 @@
 """Shared pytest set-up: deterministic seeds, CPU threads, and a `cuda` marker skip."""
 import os
 import os.path as osp
+import shutil
 import sys
 
 import pytest
 import torch
 
 os.environ.setdefault('OMP_NUM_THREADS', '2')
+# Without a GPU, Triton kernels run in Triton's CPU interpreter (tests/test_selective_scan_triton
+# .py); the switch must be set before Triton is first imported.
+if not (osp.exists('/dev/nvidiactl') or shutil.which('nvidia-smi')):
+    os.environ.setdefault('TRITON_INTERPRET', '1')
 
 # Test this checkout, also in the subprocesses the tool tests start: an editable install in
 # a shared environment points at whichever clone ran tools/setup_env.sh last.

@@ -59,3 +59,26 @@ def test_encoder_benchmark_on_the_demo_config():
               '--size', '64', '--repeats', '1')
     assert 'fused encoder (towers + 4 MVFusers + necks)' in out
     assert 'whole MFuser' in out
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_runs_every_section_on_the_cpu(tmp_path):
+    """The GPU check rehearsed on the CPU (the demo model, tiny sizes): every section runs,
+    the tables are printed and the JSON holds no error."""
+    import json
+    out = run('gpu_check.py', '--smoke', '--out', str(tmp_path / 'check.json'))
+    for title in ('Environment', 'Selective scan vs the float64 loop',
+                  'Selective scan fwd+bwd at', 'Training iteration', 'Slide inference',
+                  'mmcv CUDA deformable attention'):
+        assert title in out, title
+    res = json.loads((tmp_path / 'check.json').read_text())
+    errors = {k: v for k, v in res.items() if isinstance(v, dict) and 'error' in v}
+    assert not errors, errors
+    acc = {(r['backend'], r['dtype']): r for r in res['scan-accuracy']}
+    assert {b for b, _ in acc} >= {'cpp', 'chunked'}
+    for (backend, dtype), r in acc.items():  # each within its dtype's rounding
+        assert r['y'] < {'fp32': 1e-5, 'fp16': 3e-3, 'bf16': 2e-2}[dtype], (backend, dtype, r)
+    train = {r['mode']: r for r in res['train']}
+    assert train['fp32']['finite'] and train['fp32 + with_cp']['ms_per_iter'] > 0
+    assert train['bf16']['skipped'] == 'AMP needs CUDA'
+    assert res['slide']['pred_shape'] == [64, 128]

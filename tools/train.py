@@ -32,6 +32,9 @@ def parse_args(argv=None):
     parser.add_argument('--skip-nonfinite', action='store_true',
                         help='skip an optimizer step whose gradients are NaN/inf (at most 20 in '
                         'a row) instead of stopping the run (the default)')
+    parser.add_argument('--no-sync-bn', action='store_true',
+                        help='multi-GPU runs keep plain per-GPU BatchNorm in the necks '
+                        '(default: SyncBN, as the release trained)')
     parser.add_argument('--no-preflight', action='store_true',
                         help='skip the check for data roots and weight files')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -140,7 +143,8 @@ def main(argv=None):
         except WorkDirBusy as exc:
             sys.exit(f'error: {exc}')
     add_nonfinite_guard(cfg, args.skip_nonfinite)
-    from mfuser_tools.distributed import setup_cpu_distributed
+    from mfuser_tools.distributed import default_sync_bn, setup_cpu_distributed
+    default_sync_bn(cfg, enabled=not args.no_sync_bn)  # multi-GPU: SyncBN in the necks
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if cfg.get('resume'):  # mmengine resumes non-strictly; a mismatch fails later, obscurely

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 
-from mfuser.ops import selective_scan_fn
+from mfuser.ops import log_backend_choice, selective_scan_fn
 
 __all__ = ['GatedRMSNorm', 'MVFuser']
 
@@ -100,6 +100,8 @@ class MVFuser(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == 'auto' else int(dt_rank)
         self.double_dt_bias = double_dt_bias
         self.scan_backend = scan_backend
+        if scan_backend in (None, 'auto'):
+            log_backend_choice()  # once per process: which scan runs where, and why
 
         self.in_proj = nn.Linear(d_model, d_inner, bias=False)
         self.conv1d_x = nn.Conv1d(h, h, d_conv, groups=h, padding='same', bias=False)

@@ -10,7 +10,12 @@ For batch ``b``, channel ``d``, state ``n`` and position ``t``::
 :func:`selective_scan_fn` has mamba-ssm's signature and semantics. Backends:
 
 ``'mamba_ssm'``
-    mamba-ssm's CUDA kernel (CUDA tensors; ``pip install mamba-ssm`` on a CUDA machine).
+    mamba-ssm's CUDA kernel (CUDA tensors), when its compiled kernel really works here: a
+    test call decides, so a broken or kernel-less install is passed over with its reason.
+``'triton'``
+    the project's Triton kernels (:mod:`mfuser.ops.selective_scan_triton`): CUDA tensors,
+    nothing to compile (Triton ships with torch's CUDA builds); parallel over time, keeps
+    only chunk-boundary states. On CPU tensors only under Triton's interpreter (tests).
 ``'cpp'``
     the project's C++ CPU kernel (``csrc/selective_scan_cpu.cpp``): fused forward, hand-written
     backward that recomputes states chunk by chunk, threads over channels. Compiled once with
@@ -18,22 +23,26 @@ For batch ``b``, channel ``d``, state ``n`` and position ``t``::
     :func:`build_cpu_extension`.
 ``'chunked'``
     pure PyTorch, any device: a two-level sequential scan (~2*sqrt(L) steps over full-size
-    tensors); the default for CUDA tensors without mamba-ssm.
+    (b, D, L, N) tensors); the last resort on CUDA (with a warning).
 ``'reference'``
     a plain sequential loop (:func:`selective_scan_ref`), for tests and benchmarks; also the
     CPU fallback (with one warning) when the C++ kernel cannot be compiled: on the CPU its
     cache-sized steps beat the memory-bound chunked scan (measured ~5x faster here).
 
-The backend is picked per call from the input device (``mamba_ssm`` on CUDA when importable,
-otherwise ``chunked``; ``cpp`` on the CPU, ``reference`` if it cannot be compiled). Force one with
-the ``backend=`` argument or the ``MFUSER_SCAN_BACKEND`` environment variable.
+The backend is picked per call from the input device: on CUDA ``mamba_ssm`` when usable, else
+``triton``, else ``chunked`` (warned once); on the CPU ``cpp``, ``reference`` if it cannot be
+compiled. :func:`describe_cuda_choice` says which and why (``python -m mfuser.env``). Force one
+with the ``backend=`` argument or the ``MFUSER_SCAN_BACKEND`` environment variable.
 
-All backends but ``mamba_ssm`` compute in float32 (float64 stays float64) and return the input
-dtype. Decay factors are products of terms in (0, 1] for A < 0; no cumulative sum is ever
-exponentiated, so long sequences and large ``delta * |A|`` cannot overflow.
+All backends but ``mamba_ssm`` compute in float32 (float64 stays float64 except in ``triton``)
+whatever autocast is active, and return the input dtype. Decay factors are products of terms
+in (0, 1] for A < 0; no cumulative sum is ever exponentiated, so long sequences and large
+``delta * |A|`` cannot overflow.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import threading
 import warnings
@@ -48,11 +57,14 @@ __all__ = [
     'active_backend',
     'available_backends',
     'build_cpu_extension',
+    'cuda_backend_status',
+    'describe_cuda_choice',
+    'log_backend_choice',
     'selective_scan_fn',
     'selective_scan_ref',
 ]
 
-BACKENDS = ('mamba_ssm', 'cpp', 'chunked', 'reference')
+BACKENDS = ('mamba_ssm', 'triton', 'cpp', 'chunked', 'reference')  # CUDA preference order first
 ENV_VAR = 'MFUSER_SCAN_BACKEND'
 _CSRC = Path(__file__).parent / 'csrc' / 'selective_scan_cpu.cpp'
 _EXT_NAME = 'mfuser_selective_scan_cpu'
@@ -63,6 +75,12 @@ _ext = None              # the compiled module once built
 _ext_error: str | None = None
 _mamba_fn = None
 _mamba_error: str | None = None
+_triton_fn = None
+_triton_error: str | None = None
+_probe_results: dict[str, str | None] = {}
+MAMBA_INSTALL = ('install its kernel with `MAMBA_KEEP_CUDA_BUILD=TRUE pip install mamba-ssm '
+                 '--no-build-isolation` (versions after 2.3.2.post1 skip the kernel without '
+                 'MAMBA_KEEP_CUDA_BUILD), or use the Triton backend that needs no build')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,31 +126,158 @@ def _cpp_available() -> bool:
 
 
 def _load_mamba():
-    """mamba-ssm's ``selective_scan_fn`` or None. Its module imports the compiled CUDA
-    extension unguarded, so the import itself fails on machines without it."""
+    """mamba-ssm's ``selective_scan_fn`` when its CUDA kernel is really there, else None (the
+    reason in ``_mamba_error``). Two broken installs are common: releases up to 2.3.2.post1
+    import the compiled ``selective_scan_cuda`` unguarded, so the import fails when the kernel
+    is missing or built for another torch (``undefined symbol``); newer versions import fine
+    with ``selective_scan_cuda = None`` (a plain ``pip install`` skips the kernel) and raise at
+    the first call."""
     global _mamba_fn, _mamba_error
     if _mamba_fn is None and _mamba_error is None:
         try:
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as fn
-            _mamba_fn = fn
+            from mamba_ssm.ops import selective_scan_interface as interface
         except Exception as exc:  # ImportError, or an OSError from a broken CUDA build
-            _mamba_error = f'{type(exc).__name__}: {exc}'
+            text = f'{type(exc).__name__}: {exc}'.splitlines()[0]
+            if isinstance(exc, ModuleNotFoundError) and exc.name == 'mamba_ssm':
+                _mamba_error = 'mamba-ssm is not installed (optional; ' + MAMBA_INSTALL + ')'
+            else:
+                _mamba_error = (f'mamba-ssm is installed but cannot be imported ({text}); its '
+                                'CUDA kernel is missing or was built for another torch: '
+                                f'rebuild it against this torch: {MAMBA_INSTALL}')
+            return None
+        if getattr(interface, 'selective_scan_cuda', True) is None:
+            _mamba_error = (f'mamba-ssm {_version("mamba_ssm")} is installed without its CUDA '
+                            f'selective-scan kernel (selective_scan_cuda is None): '
+                            f'{MAMBA_INSTALL}')
+            return None
+        _mamba_fn = interface.selective_scan_fn
     return _mamba_fn
 
 
+def _load_triton():
+    """:func:`mfuser.ops.selective_scan_triton.selective_scan_triton`, or None (the reason in
+    ``_triton_error``) when Triton cannot be imported (CPU-only torch builds, macOS)."""
+    global _triton_fn, _triton_error
+    if _triton_fn is None and _triton_error is None:
+        try:
+            from .selective_scan_triton import selective_scan_triton
+            _triton_fn = selective_scan_triton
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a broken Triton install
+            _triton_error = (f'Triton cannot be imported ({type(exc).__name__}: {exc}; it ships '
+                             'with the CUDA builds of torch on Linux)').splitlines()[0]
+    return _triton_fn
+
+
+def _version(module: str) -> str:
+    try:
+        return str(importlib.import_module(module).__version__)
+    except Exception:  # noqa: BLE001
+        return '(unknown version)'
+
+
+def _probe_cuda(name: str) -> str | None:
+    """Run backend ``name`` once on a small CUDA problem (forward and backward) against the
+    reference; None when it works, else why not. Only on a real CUDA device, once each."""
+    if name in _probe_results:
+        return _probe_results[name]
+    if not torch.cuda.is_available():
+        return None
+    _probe_results[name] = None  # the probe's own call must not probe again
+    why = None
+    try:
+        g = torch.Generator().manual_seed(0)
+        u, delta, B, C = (torch.randn(*s, generator=g).cuda() for s in
+                          ((1, 4, 33), (1, 4, 33), (1, 4, 33), (1, 4, 33)))
+        A = (-torch.rand(4, 4, generator=g) - 0.5).cuda()
+        u.requires_grad_()
+        y = selective_scan_fn(u, delta, A, B, C, delta_softplus=True, backend=name)
+        y.sum().backward()
+        ref = selective_scan_fn(u.detach(), delta, A, B, C, delta_softplus=True,
+                                backend='chunked')
+        torch.cuda.synchronize()
+        if not torch.allclose(y.float(), ref.float(), rtol=1e-3, atol=1e-3):
+            why = 'gave wrong values in a test call'
+    except Exception as exc:  # noqa: BLE001 - no kernel image for this GPU, ...
+        why = f'failed a test call on {torch.cuda.get_device_name()}: ' + \
+            f'{type(exc).__name__}: {exc}'.splitlines()[0]
+    _probe_results[name] = why
+    return why
+
+
+def cuda_backend_status() -> dict[str, str | None]:
+    """For each fast CUDA backend, None when usable, else the reason it is not (checked by a
+    test call when a CUDA device is present)."""
+    status = {}
+    status['mamba_ssm'] = _mamba_error if _load_mamba() is None else _probe_cuda('mamba_ssm')
+    status['triton'] = _triton_error if _load_triton() is None else _probe_cuda('triton')
+    return status
+
+
 def available_backends() -> list[str]:
-    """Backends usable in this process (``mamba_ssm`` needs mamba-ssm and a CUDA device;
-    ``cpp`` triggers the one-time compilation)."""
+    """Backends usable in this process (``mamba_ssm``/``triton`` need a CUDA device, or for
+    ``triton`` Triton's interpreter; ``cpp`` triggers the one-time compilation)."""
     names = []
-    if _load_mamba() is not None and torch.cuda.is_available():
-        names.append('mamba_ssm')
+    status = cuda_backend_status()
+    if torch.cuda.is_available():
+        names += [n for n in ('mamba_ssm', 'triton') if status[n] is None]
+    elif _load_triton() is not None and _triton_interpreted():
+        names.append('triton')
     if _cpp_available():
         names.append('cpp')
     names += ['chunked', 'reference']
     return names
 
 
+def _triton_interpreted() -> bool:
+    from . import selective_scan_triton
+    return selective_scan_triton.INTERPRETED
+
+
+def describe_cuda_choice() -> str:
+    """The backend CUDA tensors get in auto mode and why the faster ones were passed over,
+    in one line (for ``python -m mfuser.env``, the training preflight and the build log)."""
+    status = cuda_backend_status()
+    name = _auto_cuda(warn=False)
+    passed = [f'{n} not usable: {why}' for n, why in status.items()
+              if why is not None and BACKENDS.index(n) < BACKENDS.index(name)]
+    text = name + (f' ({"; ".join(passed)})' if passed else '')
+    if name == 'chunked':
+        text += ('. WARNING: the pure-PyTorch chunked scan is slow and keeps ~7 (b, D, L, N) '
+                 'float32 tensors per call (~14 GiB per image for MFuser at 512x512)')
+    return text
+
+
+def _auto_cuda(warn: bool = True) -> str:
+    global _warned_chunked
+    status = cuda_backend_status()
+    for name in ('mamba_ssm', 'triton'):
+        if status[name] is None:
+            return name
+    if warn and not _warned_chunked:
+        _warned_chunked = True
+        warnings.warn('selective scan on CUDA falls back to the slow, memory-hungry "chunked" '
+                      f'backend: mamba_ssm not usable ({status["mamba_ssm"]}); triton not '
+                      f'usable ({status["triton"]})', RuntimeWarning, stacklevel=4)
+    return 'chunked'
+
+
 _warned_fallback = False
+_warned_chunked = False
+_logged_choice = False
+
+
+def log_backend_choice() -> None:
+    """Log, once per process, which backend CPU and CUDA tensors will use and why the faster
+    CUDA backends were not taken (called when an MVFuser is built)."""
+    global _logged_choice
+    if _logged_choice or os.environ.get(ENV_VAR, 'auto').strip().lower() not in ('', 'auto'):
+        return
+    _logged_choice = True
+    from mmengine.logging import print_log
+    cuda = describe_cuda_choice()
+    where = '' if torch.cuda.is_available() else ' (no CUDA device in this process)'
+    print_log(f'selective scan: CPU tensors use {active_backend("cpu")}; CUDA tensors use '
+              f'{cuda}{where}', logger='current')
 
 
 def active_backend(device: torch.device | str = 'cpu', backend: str | None = None) -> str:
@@ -147,7 +292,7 @@ def active_backend(device: torch.device | str = 'cpu', backend: str | None = Non
     name = name.strip().lower()
     if name in ('', 'auto'):
         if device.type == 'cuda':
-            return 'mamba_ssm' if _load_mamba() is not None else 'chunked'
+            return _auto_cuda()
         if device.type == 'cpu':
             if _cpp_available():
                 return 'cpp'
@@ -164,18 +309,31 @@ def active_backend(device: torch.device | str = 'cpu', backend: str | None = Non
                          f"{', '.join(BACKENDS)} or 'auto' (argument backend= or ${ENV_VAR})")
     if name == 'mamba_ssm':
         if _load_mamba() is None:
-            raise RuntimeError(
-                'selective-scan backend "mamba_ssm" was requested but mamba-ssm cannot be '
-                f'imported ({_mamba_error}). Install it on a CUDA machine with '
-                '`pip install mamba-ssm causal-conv1d` (or `pip install "mfuser[cuda]"`), '
-                f'or choose another backend / unset ${ENV_VAR}.')
+            raise RuntimeError(f'selective-scan backend "mamba_ssm" was requested but '
+                               f'{_mamba_error}; or choose another backend / unset ${ENV_VAR}.')
         if device.type != 'cuda':
             raise RuntimeError('selective-scan backend "mamba_ssm" needs CUDA tensors, got '
                                f'{device}; use backend="cpp" or "chunked" for the CPU.')
+        why = _probe_cuda('mamba_ssm')
+        if why:
+            raise RuntimeError(f'selective-scan backend "mamba_ssm" {why}. Rebuild it for '
+                               f'this GPU and torch: {MAMBA_INSTALL}; or use "triton".')
+    if name == 'triton':
+        if _load_triton() is None:
+            raise RuntimeError(f'selective-scan backend "triton" was requested but '
+                               f'{_triton_error}; use "mamba_ssm" or "chunked" on CUDA.')
+        if device.type != 'cuda' and not _triton_interpreted():
+            raise RuntimeError(f'selective-scan backend "triton" needs CUDA tensors, got '
+                               f'{device} (on the CPU only in Triton\'s interpreter: set '
+                               'TRITON_INTERPRET=1 before starting Python); use "cpp" here.')
+        why = _probe_cuda('triton') if device.type == 'cuda' else None
+        if why:
+            raise RuntimeError(f'selective-scan backend "triton" {why}; use "mamba_ssm" or '
+                               '"chunked".')
     if name == 'cpp':
         if device.type != 'cpu':
             raise RuntimeError(f'selective-scan backend "cpp" runs on the CPU only, got {device}; '
-                               'use "mamba_ssm" or "chunked" for CUDA tensors.')
+                               'use "triton", "mamba_ssm" or "chunked" for CUDA tensors.')
         if not _cpp_available():
             raise RuntimeError(f'selective-scan backend "cpp" was requested but {_ext_error}')
     return name
@@ -308,21 +466,54 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         u, delta: (batch, dim, L). A: (dim, N), real (negative for a decaying state).
         B, C: (batch, N, L). D: (dim,) skip, optional. z: (batch, dim, L) gate, optional.
         delta_bias: (dim,) added to delta before the optional softplus.
-        backend: None/'auto', 'mamba_ssm', 'cpp', 'chunked' or 'reference'
+        backend: None/'auto', 'mamba_ssm', 'triton', 'cpp', 'chunked' or 'reference'
             (default from ``$MFUSER_SCAN_BACKEND``).
 
     Returns:
         y (batch, dim, L) in u's dtype, and with ``return_last_state`` also the final state
-        (batch, dim, N) (float32, or float64 for float64 inputs).
+        (batch, dim, N) (float32, or float64 for float64 inputs with the PyTorch/C++ backends).
+
+    Autocast does not reach inside: every backend but ``mamba_ssm`` (which has its own
+    contract) computes in float32 whatever autocast is active.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     name = active_backend(u.device, backend)
     if name == 'mamba_ssm':
         return _mamba_fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                          delta_softplus=delta_softplus, return_last_state=return_last_state)
+    with _autocast_off(u.device.type):
+        y, last = _scan(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return (y, last) if return_last_state else y
+
+
+@contextlib.contextmanager
+def _autocast_off(device_type: str):
+    """Autocast would lower the chunked scan's einsum (a bmm) to fp16/bf16; keep fp32."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):  # torch < 2.4: no device argument
+        enabled = {'cuda': torch.is_autocast_enabled, 'cpu': torch.is_autocast_cpu_enabled}.get(
+            device_type, lambda: False)()
+    if not enabled:
+        yield
+        return
+    torch.set_autocast_enabled(device_type, False)
+    try:
+        yield
+    finally:
+        torch.set_autocast_enabled(device_type, True)
+
+
+def _scan(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     dtype_in = u.dtype
     compute = torch.float64 if dtype_in == torch.float64 else torch.float32
     cast = lambda t: None if t is None else t.to(compute)  # noqa: E731
+    if name == 'triton':
+        # the kernels read every dtype and accumulate in float32 themselves
+        y, last = _triton_fn(u, delta, A, B, C, D, delta_bias, bool(delta_softplus))
+        if z is not None:
+            y = (y.to(compute) * F.silu(z.to(compute))).to(dtype_in)
+        return y, last
     u_c, delta_c = cast(u), cast(delta)
     if name == 'cpp':
         y, last = _CppScan.apply(u_c, delta_c, cast(A), cast(B), cast(C), cast(D),
@@ -337,8 +528,7 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
             y = y + u_c * cast(D).unsqueeze(-1)
     if z is not None:
         y = y * F.silu(z.to(compute))
-    y = y.to(dtype_in)
-    return (y, last) if return_last_state else y
+    return y.to(dtype_in), last
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,

@@ -1,14 +1,19 @@
-"""Benchmark the selective-scan backends (forward + backward) on the CPU.
+"""Benchmark the selective-scan backends (forward + backward), on the CPU or a GPU.
 
-Baseline: a well-written sequential PyTorch loop (``mfuser.ops.selective_scan_ref``: precompute
-exp(delta*A) and delta*B*u, step with ``unbind``, autograd through it). Every backend runs in
-this process on the same inputs; the table gives the median of ``--repeats`` runs after one
-warm-up and the speed-up over the loop. mamba-ssm's own ``selective_scan_ref`` (per-step
+CPU baseline: a well-written sequential PyTorch loop (``mfuser.ops.selective_scan_ref``:
+precompute exp(delta*A) and delta*B*u, step with ``unbind``, autograd through it). Every backend
+runs in this process on the same inputs; the table gives the median of ``--repeats`` runs after
+one warm-up and the speed-up over the loop. mamba-ssm's own ``selective_scan_ref`` (per-step
 indexing, backward quadratic in L) is timed at ``--mamba-ref-length`` when importable.
+
+On a GPU (``--device cuda``) the backends are timed side by side with CUDA synchronisation,
+with the peak memory each allocates beyond its inputs, and compared with the first one listed.
 
     python tools/analysis/benchmark_selective_scan.py                    # B2 D512 L2594 N16
     python tools/analysis/benchmark_selective_scan.py --length 1024 --repeats 2
     python tools/analysis/benchmark_selective_scan.py --backends cpp reference chunked
+    python tools/analysis/benchmark_selective_scan.py --device cuda \\
+        --backends triton mamba_ssm chunked [--dtype bfloat16]
 """
 from __future__ import annotations
 
@@ -36,21 +41,87 @@ def make_inputs(batch, dim, length, state, seed=0):
     return {k: v.requires_grad_() for k, v in leaves.items()}
 
 
+def _sync(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize()
+
+
 def time_fwd_bwd(fn, inputs, repeats):
     """Median forward and backward seconds of ``fn(**inputs)`` (one warm-up run first)."""
+    device = next(iter(inputs.values())).device
     fwd, bwd = [], []
     for i in range(repeats + 1):
         for v in inputs.values():
             v.grad = None
+        _sync(device)
         t0 = time.perf_counter()
         y = fn(**inputs)
+        _sync(device)
         t1 = time.perf_counter()
-        y.square().mean().backward()
+        y.float().square().mean().backward()
+        _sync(device)
         t2 = time.perf_counter()
         if i:  # skip the warm-up
             fwd.append(t1 - t0)
             bwd.append(t2 - t1)
     return statistics.median(fwd), statistics.median(bwd)
+
+
+def cast_inputs(inputs, device, dtype):
+    """Leaves on ``device``; u, delta, B, C in ``dtype`` (A, D, delta_bias stay float32, the
+    contract of mamba-ssm's kernel)."""
+    out = {}
+    for k, v in inputs.items():
+        t = v.detach().to(device)
+        if k in ('u', 'delta', 'B', 'C'):
+            t = t.to(dtype)
+        out[k] = t.requires_grad_()
+    return out
+
+
+def measure(name, inputs, repeats):
+    """Forward / backward / total seconds of backend ``name`` and, on CUDA, the peak memory
+    it allocates beyond its inputs (MiB), as a dict."""
+    device = next(iter(inputs.values())).device
+    peak = None
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    fwd, bwd = time_fwd_bwd(backend_fn(name), inputs, repeats)
+    if device.type == 'cuda':
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return dict(backend=name, forward_s=fwd, backward_s=bwd, total_s=fwd + bwd, peak_mib=peak)
+
+
+def gpu_rows(backends, shape, dtype, repeats, device='cuda'):
+    """One row per backend (dicts of :func:`measure`, or an ``error``) at ``shape`` = (batch,
+    dim, length, state), all on the same inputs."""
+    base = make_inputs(*shape)
+    rows = []
+    for name in backends:
+        inputs = cast_inputs(base, device, dtype)
+        try:
+            ss.active_backend(device, name)
+            rows.append(measure(name, inputs, repeats))
+        except Exception as exc:  # noqa: BLE001 - report it in the table, go on
+            rows.append(dict(backend=name, error=f'{type(exc).__name__}: {exc}'.splitlines()[0]))
+        del inputs
+    return rows
+
+
+def print_gpu_rows(title, rows):
+    first = next((r for r in rows if 'error' not in r), None)
+    table = []
+    for r in rows:
+        if 'error' in r:
+            table.append((r['backend'], '-', '-', '-', '-', r['error'][:90]))
+            continue
+        table.append((r['backend'], f"{r['forward_s'] * 1e3:.2f}", f"{r['backward_s'] * 1e3:.2f}",
+                      f"{r['total_s'] * 1e3:.2f}", f"{r['peak_mib']:.0f}",
+                      f"{r['total_s'] / first['total_s']:.2f}x {first['backend']}"))
+    print_table(title, ['backend', 'forward ms', 'backward ms', 'total ms', 'peak MiB',
+                        'time vs first'], table)
 
 
 def backend_fn(name):
@@ -96,13 +167,27 @@ def main(argv=None):
     p.add_argument('--state', type=int, default=16)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
-    p.add_argument('--backends', nargs='+', default=['cpp'],
-                   help="backends to compare with the loop ('cpp', 'chunked')")
+    p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    p.add_argument('--dtype', choices=['float32', 'float16', 'bfloat16'], default='float32',
+                   help='dtype of u, delta, B, C (GPU runs)')
+    p.add_argument('--backends', nargs='+', default=None,
+                   help="backends to compare (CPU default: cpp, against the loop; CUDA default: "
+                   "triton mamba_ssm chunked)")
     p.add_argument('--mamba-ref-length', type=int, default=256,
                    help="L for mamba-ssm's selective_scan_ref (0: skip)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == 'cuda':
+        backends = args.backends or ['triton', 'mamba_ssm', 'chunked']
+        shape = (args.batch, args.dim, args.length, args.state)
+        print(f'torch {torch.__version__}, {torch.cuda.get_device_name()}; B={shape[0]} '
+              f'D={shape[1]} L={shape[2]} N={shape[3]}; {args.dtype}; median of '
+              f'{args.repeats} after a warm-up')
+        rows = gpu_rows(backends, shape, getattr(torch, args.dtype), args.repeats)
+        print_gpu_rows('fwd+bwd on CUDA', rows)
+        return rows
+    args.backends = args.backends or ['cpp']
     ss.build_cpu_extension()  # compile (or load) outside the timings
 
     shape = f'B={args.batch} D={args.dim} L={args.length} N={args.state}'

@@ -49,3 +49,21 @@ def setup_cpu_distributed(cfg) -> bool:
         wrapper['type'] = 'CPUDistributedDataParallel'
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def default_sync_bn(cfg, enabled: bool = True, cuda: bool | None = None) -> str | None:
+    """Use SyncBN in the necks for multi-GPU training, as the release trained.
+
+    Under a distributed launcher (``cfg.launcher != 'none'``) on CUDA, sets ``cfg.sync_bn =
+    'torch'`` (mmengine's Runner then converts every BatchNorm to ``torch.nn.SyncBatchNorm``
+    before wrapping the model in DDP), unless the config already sets ``sync_bn`` (``sync_bn =
+    None`` there keeps plain BN) or ``enabled`` is False (``train.py --no-sync-bn``). CPU / gloo
+    runs keep BN (SyncBN needs NCCL). Returns the value in force.
+    """
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if 'sync_bn' in cfg:
+        return cfg.sync_bn
+    if enabled and cuda and cfg.get('launcher', 'none') != 'none':
+        cfg.sync_bn = 'torch'
+        return 'torch'
+    return None

@@ -7,6 +7,7 @@ what to do (convert the data set, point the key at a local file).
 """
 from __future__ import annotations
 
+import logging
 import os
 import os.path as osp
 from collections.abc import Mapping, Sequence
@@ -80,11 +81,29 @@ def _runtime_problems(cfg, stage: str) -> list[str]:
             active_backend(device)
         except (RuntimeError, ValueError) as exc:
             problems.append(f'${ENV_VAR}={os.environ[ENV_VAR]}: {exc}')
+    if stage == 'train' and device == 'cuda':
+        _report_cuda_scan()
     wrapper = cfg.get('optim_wrapper') or {}
     if stage == 'train' and wrapper.get('type') == 'AmpOptimWrapper' and device == 'cpu':
         problems.append('--amp / AmpOptimWrapper needs a GPU (mmengine runs mixed precision on '
                         'CUDA, NPU, MLU or MUSA devices only); train in fp32 on the CPU.')
     return problems
+
+
+def _report_cuda_scan() -> None:
+    """Say which selective-scan backend this CUDA run will use (a warning for the slow,
+    memory-hungry ``chunked`` fallback)."""
+    from mmengine.logging import print_log
+
+    from mfuser.ops.selective_scan import ENV_VAR, describe_cuda_choice
+    forced = os.environ.get(ENV_VAR, 'auto').strip().lower()
+    if forced not in ('', 'auto'):
+        print_log(f'selective scan on CUDA: {forced} (forced by ${ENV_VAR})', logger='current')
+        return
+    choice = describe_cuda_choice()
+    slow = choice.startswith('chunked')
+    print_log(f'selective scan on CUDA: {choice}', logger='current',
+              level=logging.WARNING if slow else logging.INFO)
 
 
 def _weight_problems(cfg) -> list[str]:

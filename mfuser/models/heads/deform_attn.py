@@ -4,7 +4,8 @@ mmcv's ``MultiScaleDeformableAttention`` calls its compiled CUDA kernel whenever
 available and the value is on the GPU, even when mmcv was built without CUDA ops (as
 ``tools/setup_env.sh`` builds it on CPU machines) and the kernel does not exist. This
 subclass uses the compiled kernel only when mmcv really has it and otherwise falls back to
-mmcv's pure-PyTorch ``multi_scale_deformable_attn_pytorch``. Parameters and numerics are
+mmcv's pure-PyTorch ``multi_scale_deformable_attn_pytorch``; the kernel has no bfloat16
+version, so bf16 inputs (bf16 AMP) go through it in float32. Parameters and numerics are
 those of the parent class.
 
 Adapted from mmcv 2.1 (Apache-2.0): ``MultiScaleDeformableAttention.forward``
@@ -32,6 +33,21 @@ def mmcv_has_cuda_ops() -> bool:
         return get_compiling_cuda_version() not in ('not available', '', None)
     except Exception:  # noqa: BLE001 - no compiled ops at all
         return False
+
+
+def _compiled_deform_attn(value, spatial_shapes, level_start_index, locations, weights,
+                          im2col_step):
+    """mmcv's CUDA kernel, which dispatches float / double / half only (and casts locations and
+    weights to the value's dtype): other dtypes (bfloat16 under bf16 autocast) are computed in
+    float32 and the result cast back."""
+    dtype = value.dtype
+    if dtype in (torch.float16, torch.float32, torch.float64):
+        return MultiScaleDeformableAttnFunction.apply(
+            value, spatial_shapes, level_start_index, locations, weights, im2col_step)
+    out = MultiScaleDeformableAttnFunction.apply(
+        value.float(), spatial_shapes, level_start_index, locations.float(), weights.float(),
+        im2col_step)
+    return out.to(dtype)
 
 
 @MODELS.register_module()
@@ -73,9 +89,8 @@ class PortableMSDeformAttn(MultiScaleDeformableAttention):
         locations = (reference_points[:, :, None, :, None, :]
                      + offsets / normalizer[None, None, None, :, None, :])
         if value.is_cuda and mmcv_has_cuda_ops():
-            output = MultiScaleDeformableAttnFunction.apply(
-                value, spatial_shapes, level_start_index, locations, weights,
-                self.im2col_step)
+            output = _compiled_deform_attn(value, spatial_shapes, level_start_index, locations,
+                                           weights, self.im2col_step)
         else:
             output = multi_scale_deformable_attn_pytorch(value, spatial_shapes, locations,
                                                          weights)
