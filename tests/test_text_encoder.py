@@ -101,6 +101,46 @@ def test_siglip_needs_local_tokenizer_and_works_with_one():
         CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', tokenizer='/nonexistent/tok', **TINY)
 
 
+def test_token_ids_replace_the_tokenizer_for_any_text_tower():
+    """model.text_encoder.token_ids: the ids are used as given (the encoding equals the one
+    from a tokenizer returning the same ids), SigLIP builds without a tokenizer directory, and
+    every malformed input is a one-line error naming the key."""
+    ids = [[2015, 1, 1, 1, 1], [18890, 2324, 1, 1, 1]]  # placeholder SigLIP ids
+
+    def same_ids(texts, context_length):
+        return torch.tensor(ids)
+
+    torch.manual_seed(1)
+    given = CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', token_ids=ids,
+                            class_names=['road', 'traffic light'], **TINY)
+    torch.manual_seed(1)
+    via_tok = CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', tokenizer=same_ids,
+                              class_names=['road', 'traffic light'], **TINY)
+    assert given.tokens.tolist() == ids and given.num_start_tokens == 1
+    ctx = torch.randn(1, 8, 32)
+    torch.testing.assert_close(given(ctx), via_tok(ctx), rtol=0, atol=0)
+    # CLIP too: the ids open_clip's tokenizer makes give the same encoding as the tokenizer
+    clip = CoOpTextEncoder(model_name='ViT-L-14-336-quickgelu', **TINY)
+    clip_ids = CoOpTextEncoder(model_name='ViT-L-14-336-quickgelu', token_ids=clip.tokens.tolist(),
+                               **TINY)
+    clip_ids.load_state_dict(clip.state_dict())
+    torch.testing.assert_close(clip_ids(ctx), clip(ctx), rtol=0, atol=0)
+
+    def build(token_ids, **kw):
+        return CoOpTextEncoder(model_name='ViT-L-16-SigLIP-384', token_ids=token_ids,
+                               class_names=['road', 'traffic light'], **TINY, **kw)
+    for bad, match in (([ids[0]], 'has 1 rows but there are 2 class names'),
+                       ([ids[0], ids[1][:4]], 'row 1 has 4 ids.*name_context_length=5'),
+                       ([ids[0], [1, 1, 1, 1, 32000]], 'id 32000, outside the vocabulary'),
+                       ([ids[0], [-1, 1, 1, 1, 1]], 'id -1, outside'),
+                       ([ids[0], [1.5, 1, 1, 1, 1]], 'integer lists'),
+                       (5, 'integer lists')):
+        with pytest.raises(ValueError, match='model.text_encoder.token_ids.*' + match):
+            build(bad)
+    with pytest.raises(ValueError, match='either token_ids or tokenizer'):
+        build(ids, tokenizer=same_ids)
+
+
 def test_class_name_errors_and_presets():
     with pytest.raises(ValueError, match='empty'):
         CoOpTextEncoder(class_names=[], **TINY)

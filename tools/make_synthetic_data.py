@@ -6,7 +6,8 @@ writes ``data/synthetic/{gta,cityscapes,bdd100k,mapillary,synthia}`` in the raw 
 of the real data sets (see tools/mfuser_tools/synthetic.py) and, with ``--convert``, runs the label
 converters on them exactly as on real data (GTAV, Cityscapes, Mapillary incl. half-resolution
 copies, SYNTHIA; BDD100K masks need no conversion). configs/_base_/datasets/dg_synthetic.py
-reads the result.
+reads the result. ``--domains ... acdc`` adds an ACDC-layout set (fog / night / rain / snow
+looks, train / val / unlabelled test splits; labels are train IDs as ACDC ships them).
 """
 import argparse
 import os.path as osp
@@ -14,7 +15,7 @@ import sys
 import time
 
 from mfuser_tools.converters import CONVERTERS
-from mfuser_tools.synthetic import DOMAINS, generate
+from mfuser_tools.synthetic import DEFAULT_DOMAINS, DOMAINS, generate
 
 MIN_SIZE = 16
 
@@ -22,7 +23,8 @@ MIN_SIZE = 16
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', default='data/synthetic', help='output root (default data/synthetic)')
-    p.add_argument('--domains', nargs='+', default=list(DOMAINS), choices=DOMAINS)
+    p.add_argument('--domains', nargs='+', default=list(DEFAULT_DOMAINS), choices=DOMAINS,
+                   help=f'default: {" ".join(DEFAULT_DOMAINS)}')
     p.add_argument('--num-train', type=int, default=100,
                    help='images per train split (and for the source-only gta/synthia sets)')
     p.add_argument('--num-val', type=int, default=50, help='images per val split')
@@ -44,8 +46,8 @@ def parse_args(argv=None):
     return a
 
 
-def prepare(out, domains=DOMAINS, num_train=100, num_val=50, size=(256, 128), seed=0, nproc=2,
-            convert=True):
+def prepare(out, domains=DEFAULT_DOMAINS, num_train=100, num_val=50, size=(256, 128), seed=0,
+            nproc=2, convert=True):
     """Generate, then (optionally) convert; prints each step. Returns the conversion reports."""
     t0 = time.time()
     print(f'[synthetic] generating {list(domains)} under {osp.abspath(out)} '

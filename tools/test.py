@@ -20,6 +20,10 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where to write the evaluation results')
     parser.add_argument('--out', help='also save the predicted train-ID maps as PNGs here '
                         '(one sub-directory per domain)')
+    parser.add_argument('--format-only', action='store_true',
+                        help='only write the predictions into --out, for a benchmark server '
+                        "(no labels read; a config's format_only_dataloader/_evaluator, e.g. "
+                        'the ACDC test split and its submission zip, replace the test set)')
     parser.add_argument('--show-dir', help='save every painted prediction (ground truth | '
                         'prediction, Cityscapes palette) under DIR/vis_data/vis_image; a '
                         'relative DIR goes under the work dir')
@@ -90,6 +94,12 @@ def main(argv=None):
         show_dir = args.show_dir if osp.isabs(args.show_dir) else osp.join(cfg.work_dir,
                                                                           args.show_dir)
         cfg.visualizer.save_dir = show_dir
+    if args.format_only:
+        from mfuser.evaluation import use_format_only
+        try:
+            use_format_only(cfg, args.out)
+        except ValueError as exc:
+            sys.exit(f'error: {exc}')
     if args.out is not None:
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
             cfg.test_evaluator]

@@ -79,6 +79,28 @@ def default_cache_dir() -> str:
     return osp.join(base, 'mfuser', 'rcs')
 
 
+def process_rng(holder):
+    """The wrapper's own generator (``holder.seed``, ``holder._rng``, ``holder._rng_owner``):
+    ``np.random.default_rng([seed, rank, worker id + 1])`` per process, None without a seed."""
+    if holder.seed is None:
+        return None
+    import torch.utils.data as tud
+    from mmengine.dist import get_rank
+    info = tud.get_worker_info()
+    owner = (os.getpid(), info.id if info is not None else -1)
+    if holder._rng is None or holder._rng_owner != owner:
+        holder._rng = np.random.default_rng([holder.seed, get_rank(), owner[1] + 1])
+        holder._rng_owner = owner
+    return holder._rng
+
+
+def draw_index(rng, n: int, p=None) -> int:
+    """One index in ``range(n)`` (weights ``p``) from ``rng``, or numpy's global state."""
+    if rng is None:
+        return int(np.random.choice(n, p=p)) if p is not None else int(np.random.randint(n))
+    return int(rng.choice(n, p=p)) if p is not None else int(rng.integers(n))
+
+
 @DATASETS.register_module()
 class RareClassSampledDataset:
     """Samples source images by class rarity; the returned crop contains the sampled class.
@@ -226,34 +248,24 @@ class RareClassSampledDataset:
 
     # -------------------------------------------------------------- sampling
     def _generator(self):
-        if self.seed is None:
-            return None
-        import torch.utils.data as tud
-        from mmengine.dist import get_rank
-        info = tud.get_worker_info()
-        owner = (os.getpid(), info.id if info is not None else -1)
-        if self._rng is None or self._rng_owner != owner:
-            self._rng = np.random.default_rng([self.seed, get_rank(), owner[1] + 1])
-            self._rng_owner = owner
-        return self._rng
+        return process_rng(self)
 
     def choose(self) -> tuple[int, int]:
         """Draw ``(class, dataset index)``."""
         self.full_init()
         rng = self._generator()
-        if rng is None:
-            k = np.random.choice(len(self.classes), p=self.class_probs)
-            c = int(self.classes[k])
-            pool = self.samples_with_class[c]
-            return c, int(pool[np.random.randint(len(pool))])
-        k = rng.choice(len(self.classes), p=self.class_probs)
+        k = draw_index(rng, len(self.classes), self.class_probs)
         c = int(self.classes[k])
         pool = self.samples_with_class[c]
-        return c, int(pool[rng.integers(len(pool))])
+        return c, int(pool[draw_index(rng, len(pool))])
 
     def __getitem__(self, idx: int):
         c, i = self.choose()
         self.last_choice = (c, i)
+        return self.load(c, i)
+
+    def load(self, c: int, i: int):
+        """Image ``i`` through the pipeline, re-cropped until it holds class ``c`` (see above)."""
         out = self.dataset[i]
         for _ in range(self.max_retries if self.min_crop_ratio > 0 else 0):
             seg = out['data_samples'].gt_sem_seg.data

@@ -54,6 +54,14 @@ class DGIoUMetric(IoUMetric):
         output_file: JSON path (see above).
         protocol: free text naming the evaluation protocol (test resolutions), logged with
             the table and stored in the JSON, since DGSS papers use two that differ.
+        mean_domains: the domains the mean (``mean/*`` and ``mIoU``) averages, e.g. the four
+            ACDC conditions, leaving out the source domain's validation set (default: all).
+            The others keep their own column and ``<domain>/*`` metrics.
+        pooled_domains: ``{name: [domains]}``: extra columns scored on the summed
+            intersections/unions of the listed domains, as one data set (ACDC's "all
+            conditions" score); never part of the mean.
+        train_data: free text naming what the model was trained on (e.g. the sources of a
+            multi-source run), logged with the table and stored in the JSON.
         output_dir: also save every prediction as a train-ID PNG,
             ``<output_dir>/<domain>/<image name>.png`` (``tools/test.py --out``).
         format_only: only save the predictions (needs ``output_dir``; no ground truth is
@@ -65,6 +73,8 @@ class DGIoUMetric(IoUMetric):
                  domain_prefixes: dict | None = None,
                  eval_classes: Sequence[str] | None = None,
                  output_file: str | None = None, protocol: str | None = None,
+                 mean_domains: Sequence[str] | None = None,
+                 pooled_domains: dict | None = None, train_data: str | None = None,
                  **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
         if kwargs.get('format_only') and not kwargs.get('output_dir'):
@@ -78,6 +88,9 @@ class DGIoUMetric(IoUMetric):
         self.eval_classes = list(eval_classes) if eval_classes else None
         self.output_file = output_file
         self.protocol = protocol
+        self.mean_domains = list(mean_domains) if mean_domains else None
+        self.pooled_domains = {str(k): list(v) for k, v in (pooled_domains or {}).items()}
+        self.train_data = train_data
 
     @property
     def dataset_meta(self) -> dict | None:
@@ -151,16 +164,30 @@ class DGIoUMetric(IoUMetric):
         else:
             sel = np.arange(len(class_names))
 
-        per_domain = OrderedDict()
-        for dom in self._domain_order(results):
-            rows = [r[1:] for r in results if r[0] == dom]
+        def score(rows):
             totals = [torch.stack([torch.as_tensor(r[i]) for r in rows]).sum(0) for i in range(4)]
             ret = self.total_area_to_metrics(*totals, self.metrics, self.nan_to_num, self.beta)
             iou, acc = np.asarray(ret['IoU'], np.float64), np.asarray(ret['Acc'], np.float64)
-            per_domain[dom] = dict(
+            return dict(
                 num_samples=len(rows),
                 mIoU=np.nanmean(iou[sel]) * 100, mAcc=np.nanmean(acc[sel]) * 100,
                 aAcc=float(ret['aAcc']) * 100, IoU=iou * 100, Acc=acc * 100)
+
+        per_domain = OrderedDict()
+        for dom in self._domain_order(results):
+            per_domain[dom] = score([r[1:] for r in results if r[0] == dom])
+        averaged = [d for d in (self.mean_domains or per_domain) if d in per_domain]
+        if not averaged:
+            raise ValueError(f'none of mean_domains {self.mean_domains} was evaluated (domains: '
+                             f'{list(per_domain)})')
+        if len(averaged) < len(self.mean_domains or per_domain):
+            print_log(f'the mean is over {averaged} only: '
+                      f'{[d for d in self.mean_domains if d not in per_domain]} had no samples',
+                      logger, level=logging.WARNING)
+        for name, members in self.pooled_domains.items():
+            rows = [r[1:] for r in results if r[0] in members]
+            if rows:
+                per_domain[name] = score(rows)
 
         metrics: dict[str, float] = {}
         for dom, m in per_domain.items():
@@ -170,9 +197,9 @@ class DGIoUMetric(IoUMetric):
             import warnings
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', RuntimeWarning)
-                mean = {k: float(np.nanmean([m[k] for m in per_domain.values()]))
+                mean = {k: float(np.nanmean([per_domain[d][k] for d in averaged]))
                         for k in ('mIoU', 'mAcc', 'aAcc')}
-                mean_iou = np.nanmean(np.stack([m['IoU'] for m in per_domain.values()]), 0)
+                mean_iou = np.nanmean(np.stack([per_domain[d]['IoU'] for d in averaged]), 0)
         for k, v in mean.items():
             metrics[f'mean/{k}'] = _r(v)
         metrics['mIoU'] = metrics['mean/mIoU']
@@ -188,16 +215,25 @@ class DGIoUMetric(IoUMetric):
         for k in ('mIoU', 'mAcc', 'aAcc'):
             table.add_row([k] + [_fmt(m[k]) for m in per_domain.values()] + [_fmt(mean[k])])
         table.add_row(['#images'] + [m['num_samples'] for m in per_domain.values()]
-                      + [sum(m['num_samples'] for m in per_domain.values())])
+                      + [sum(per_domain[d]['num_samples'] for d in averaged)])
         for col in table.field_names[1:]:
             table.align[col] = 'r'
         self.last_table = table.get_string()
         proto = f' [protocol: {self.protocol}]' if self.protocol else ''
-        print_log(f'multi-domain results (IoU per class, %){proto}:\n' + self.last_table,
-                  logger)
+        trained = f' [trained on: {self.train_data}]' if self.train_data else ''
+        notes = []
+        if len(averaged) < len(per_domain):
+            notes.append(f'mean = average over {", ".join(averaged)}')
+        notes += [f'{name} = {" + ".join(members)} scored as one set'
+                  for name, members in self.pooled_domains.items() if name in per_domain]
+        print_log(f'multi-domain results (IoU per class, %){proto}{trained}:\n'
+                  + self.last_table + ''.join(f'\n{n}' for n in notes), logger)
 
         report = dict(
             protocol=self.protocol,
+            train_data=self.train_data,
+            mean_over=averaged,
+            pooled={k: v for k, v in self.pooled_domains.items() if k in per_domain},
             classes=class_names,
             eval_classes=[class_names[j] for j in sel],
             domains={dom: dict(num_samples=m['num_samples'], mIoU=_r(m['mIoU']),

@@ -115,7 +115,13 @@ class CoOpTextEncoder(BaseModule):
             equal the image tower's projection dim.
         checkpoint: local file with the text tower (BAAI EVA-CLIP ``.pt``: ``text.*``; OpenAI
             ``.pt``; open_clip state dicts). ``None`` keeps random weights.
-        tokenizer: see :func:`build_tokenizer` (needed for SigLIP).
+        tokenizer: see :func:`build_tokenizer` (needed for SigLIP unless ``token_ids``).
+        token_ids: the class names' token ids given directly instead of a tokenizer: one row
+            of ``name_context_length`` ids per class, in ``class_names`` order, as the text
+            tower's own tokenizer makes them (e.g. SigLIP's, run once elsewhere). Checked
+            against the class count, the name length and the vocabulary. Where the prompt
+            contexts go stays a property of the text model (after the first token). Leave
+            ``tokenizer`` unset when giving them.
         init_cfg: unused (weights come from ``checkpoint``).
 
     Attributes:
@@ -133,6 +139,7 @@ class CoOpTextEncoder(BaseModule):
                  embed_dim: int | None = None,
                  checkpoint: str | None = None,
                  tokenizer: Union[None, str, Callable] = None,
+                 token_ids: Sequence[Sequence[int]] | None = None,
                  init_cfg: dict | None = None):
         super().__init__(init_cfg=init_cfg)
         import open_clip
@@ -187,16 +194,23 @@ class CoOpTextEncoder(BaseModule):
         else:
             self.embed_dim = int(self.text_projection.shape[1])
 
-        tok, self.num_start_tokens = build_tokenizer(model_cfg, tokenizer)
-        with torch.device('cpu'):  # token ids are data, also when the model is built on 'meta'
-            tokens = tok(list(self.class_names), context_length=self.name_context_length)
-            tokens = torch.as_tensor(tokens, dtype=torch.long, device='cpu')
-        if tokens.shape != (self.num_classes, self.name_context_length):
-            raise ValueError(f'tokenizer returned shape {tuple(tokens.shape)}, expected '
-                             f'({self.num_classes}, {self.name_context_length}).')
-        if int(tokens.max()) >= self.token_embedding.num_embeddings:
-            raise ValueError(f'token id {int(tokens.max())} is outside the text vocabulary '
-                             f'({self.token_embedding.num_embeddings}); wrong tokenizer?')
+        if token_ids is not None:
+            if tokenizer is not None:
+                raise ValueError('model.text_encoder: give either token_ids or tokenizer, not '
+                                 'both (set model.text_encoder.tokenizer=None).')
+            tokens = self._check_token_ids(token_ids)
+            self.num_start_tokens = 1  # CLIP: after SOT; SigLIP (no SOT): after the first word
+        else:
+            tok, self.num_start_tokens = build_tokenizer(model_cfg, tokenizer)
+            with torch.device('cpu'):  # token ids are data, also when built on 'meta'
+                tokens = tok(list(self.class_names), context_length=self.name_context_length)
+                tokens = torch.as_tensor(tokens, dtype=torch.long, device='cpu')
+            if tokens.shape != (self.num_classes, self.name_context_length):
+                raise ValueError(f'tokenizer returned shape {tuple(tokens.shape)}, expected '
+                                 f'({self.num_classes}, {self.name_context_length}).')
+            if int(tokens.max()) >= self.token_embedding.num_embeddings:
+                raise ValueError(f'token id {int(tokens.max())} is outside the text vocabulary '
+                                 f'({self.token_embedding.num_embeddings}); wrong tokenizer?')
         self.register_buffer('tokens', tokens, persistent=False)  # (K, name_context_length)
 
         #: the pretrained file's ``logit_scale`` / ``logit_bias`` (None without a file)
@@ -212,6 +226,36 @@ class CoOpTextEncoder(BaseModule):
         print_log(f'CoOpTextEncoder({model_name}): {self.num_classes} classes, width '
                   f'{self.width}, embed_dim {self.embed_dim}', logger='current',
                   level=logging.DEBUG)
+
+    def _check_token_ids(self, token_ids) -> torch.Tensor:
+        """``token_ids`` as a (K, name_context_length) LongTensor, or a one-line ValueError
+        naming ``model.text_encoder.token_ids``."""
+        key = 'model.text_encoder.token_ids'
+        try:
+            rows = [[int(i) for i in row] for row in token_ids]
+            if any(isinstance(i, bool) or int(i) != i for row in token_ids for i in row):
+                raise TypeError
+        except (TypeError, ValueError):
+            raise ValueError(f'{key} must be a list of integer lists (one per class), got '
+                             f'{token_ids!r:.80}') from None
+        if len(rows) != self.num_classes:
+            raise ValueError(f'{key} has {len(rows)} rows but there are {self.num_classes} '
+                             'class names (model.text_encoder.class_names): one row per class.')
+        bad = [i for i, row in enumerate(rows) if len(row) != self.name_context_length]
+        if bad:
+            raise ValueError(f'{key} row {bad[0]} has {len(rows[bad[0]])} ids; every row needs '
+                             f'name_context_length={self.name_context_length} ids.')
+        with torch.device('cpu'):
+            tokens = torch.tensor(rows, dtype=torch.long, device='cpu')
+        vocab = self.token_embedding.num_embeddings
+        if int(tokens.min()) < 0 or int(tokens.max()) >= vocab:
+            worst = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
+            raise ValueError(f'{key} holds the id {worst}, outside the vocabulary of '
+                             f'{self.model_name} [0, {vocab}).')
+        if self.pool_type == 'eos' and not bool((tokens == self.eos_id).any(1).all()):
+            raise ValueError(f'{key}: every row needs the end token {self.eos_id}; this text '
+                             'tower pools at it.')
+        return tokens
 
     def train(self, mode: bool = True) -> CoOpTextEncoder:
         """The text tower is frozen: it always stays in eval mode."""

@@ -41,7 +41,8 @@ def build_model_without_pretrained(config, device: str | None = None,
             node[leaf] = None
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    if placeholder_tokens and cfg.model.text_encoder.get('tokenizer'):
+    if placeholder_tokens and cfg.model.text_encoder.get('tokenizer') and \
+            cfg.model.text_encoder.get('token_ids') is None:
         cfg.model.text_encoder.tokenizer = placeholder_tokenizer
     with torch.device(device) if device else contextlib.nullcontext():
         return MODELS.build(cfg.model)

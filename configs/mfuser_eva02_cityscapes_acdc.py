@@ -1,0 +1,23 @@
+# MFuser DINOv2-L x EVA02-CLIP-L trained on Cityscapes, validated on the four ACDC conditions
+# (C -> ACDC; per-condition mIoU, their mean, all four pooled, Cityscapes val as source domain).
+# Same model, schedule and source data as configs/mfuser_eva02_cityscapes.py; only the targets
+# differ. Test protocol: the release's for targets (ACDC at native 1920x1080, slide 512/341).
+#
+#   python tools/train.py configs/mfuser_eva02_cityscapes_acdc.py
+#   python tools/test.py  configs/mfuser_eva02_cityscapes_acdc.py CKPT          # ACDC val
+#   python tools/test.py  configs/mfuser_eva02_cityscapes_acdc.py CKPT \
+#       --format-only --out work_dirs/acdc_submission                            # test server
+_base_ = [
+    './_base_/models/mfuser_dinov2_eva02.py',
+    './_base_/datasets/dg_cityscapes_to_acdc.py',
+    './_base_/default_runtime.py',
+    './_base_/schedules/schedule_20k.py',
+]
+custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)
+dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
+eva02_checkpoint = 'checkpoints/EVA02_CLIP_L_336_psz14_s6B.pt'
+model = dict(
+    backbone=dict(
+        vfm=dict(name='vit_large_patch14_dinov2', checkpoint=dinov2_checkpoint),
+        vlm=dict(name='eva02_large_patch14_clip_336', checkpoint=eva02_checkpoint)),
+    text_encoder=dict(model_name='EVA02-L-14-336', checkpoint=eva02_checkpoint))
