@@ -1,4 +1,5 @@
 """FusedEncoder: shapes, plumbing (scale-0 adapters == separate towers), freezing, configs."""
+import os.path as osp
 
 import pytest
 import torch
@@ -104,10 +105,10 @@ def test_nonzero_adapters_change_the_streams():
         assert not torch.allclose(enc0(x)[1], enc1(x)[1])
 
 
-def test_gradients_reach_trainable_parts_only_and_towers_stay_eval():
+def test_gradients_reach_trainable_parts_only_and_towers_follow_the_mode():
     enc = build(vfm_width=64, vlm_width=48, scale=0.1)
     enc.train()
-    assert not enc.vfm.training and not enc.vlm.training
+    assert enc.vfm.training and enc.vlm.training  # as released (frozen, not in eval)
     assert enc.fpn1.training and enc.adapter.training
     feats, g, d = enc(torch.randn(2, 3, 28, 42))
     (sum(f.square().mean() for f in feats) + g.square().mean() + d.square().mean()).backward()
@@ -122,6 +123,95 @@ def test_gradients_reach_trainable_parts_only_and_towers_stay_eval():
                    'adapter_proj1.1', 'adapter_proj2.1', 'adapter_proj3'):
         grads = [p.grad for n, p in enc.named_parameters() if n.startswith(prefix)]
         assert grads and all(gr is not None and gr.abs().sum() > 0 for gr in grads), prefix
+
+
+def from_config(variant: str, **kw) -> FusedEncoder:
+    """The backbone of configs/mfuser_<variant>_gta.py as configured (activations, drop path,
+    heads, ...), with 2 narrow blocks per tower and no weight files."""
+    from mmengine.config import Config
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
+                    f'mfuser_{variant}_gta.py')
+    cfg = Config.fromfile(path).model.backbone.to_dict()
+    cfg.pop('type')
+    for key in ('vfm', 'vlm'):
+        cfg[key].update(checkpoint=None, depth=2, embed_dim=64, num_heads=2)
+    cfg.update(img_size=64, out_indices=(0, 1, 1, 1), **kw)
+    return FusedEncoder(**cfg)
+
+
+def towers_only_train(enc: FusedEncoder) -> FusedEncoder:
+    """Train mode, but the trainable parts (MVFuser dropout, fpn1 BatchNorm) in eval: what
+    changes then is the frozen towers' mode only."""
+    enc.train()
+    for part in (enc.adapter, enc.fpn1):
+        part.eval()
+    return enc
+
+
+def encode(enc: FusedEncoder, x: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        feats, g, d = enc(x)
+    return [*feats, g, d]
+
+
+def test_token_drop_path_is_timm_drop_path_on_the_sequence_first_stream():
+    """The released CLIP blocks run sequence-first (L, B, C) with timm's drop_path, so one
+    keep/drop draw per token position is shared by the batch; TokenDropPath does that on our
+    batch-first tokens: the same draws give the same result."""
+    from timm.layers import drop_path
+
+    from mfuser.models.backbones.vit_tower import TokenDropPath
+    x = torch.randn(3, 50, 8)
+    module = TokenDropPath(0.3).train()
+    torch.manual_seed(5)
+    ours = module(x)
+    torch.manual_seed(5)
+    ref = drop_path(x.transpose(0, 1), 0.3, training=True).transpose(0, 1)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    kept = ours[0, :, 0] != 0
+    assert 0 < int(kept.sum()) < 50  # some tokens dropped, others kept (scaled by 1/0.7)
+    torch.testing.assert_close(ours[:, kept], x[:, kept] / 0.7)
+    assert (ours[:, ~kept] == 0).all()
+    assert module.eval()(x) is x
+
+
+def test_clip_tower_stochastic_depth_is_live_in_training_as_released():
+    """configs/mfuser_clip_gta.py: drop path 0.1 over the CLIP blocks, per token; the frozen
+    towers follow train mode (release), so training draws differ and eval is deterministic;
+    backbone.eval_frozen_towers=True keeps them in eval (train == eval)."""
+    from mfuser.models.backbones.vit_tower import TokenDropPath
+    enc = from_config('clip')
+    drops = [m for m in enc.vlm.modules() if isinstance(m, TokenDropPath)]
+    assert [m.drop_prob for m in drops] == pytest.approx([0.1, 0.1])  # linspace(0, 0.1, 2)[1]
+    x = torch.randn(2, 3, 64, 64)
+    ref = encode(enc.eval(), x)
+    assert all(torch.equal(a, b) for a, b in zip(ref, encode(enc, x, seed=1)))
+    towers_only_train(enc)
+    assert enc.vlm.training and all(m.training for m in drops)
+    a, b = encode(enc, x, seed=1), encode(enc, x, seed=2)
+    assert not torch.allclose(a[-1], ref[-1]) and not torch.allclose(a[-1], b[-1])
+    assert not torch.allclose(a[-2], ref[-2])
+    frozen_eval = from_config('clip', eval_frozen_towers=True)
+    frozen_eval.load_state_dict(enc.state_dict())
+    towers_only_train(frozen_eval)
+    assert not frozen_eval.vlm.training and not frozen_eval.vfm.training
+    assert frozen_eval.training
+    for got, want in zip(encode(frozen_eval, x, seed=1), ref):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('variant', ['eva02', 'siglip'])
+def test_eva02_and_siglip_towers_compute_the_same_in_train_and_eval_mode(variant):
+    """EVA02, SigLIP and DINOv2 have no live stochastic layers as configured (drop path 0,
+    dropouts 0), so the release's train mode for the frozen towers changes nothing there."""
+    enc = from_config(variant)
+    x = torch.randn(2, 3, 64, 64)
+    ref = encode(enc.eval(), x)
+    towers_only_train(enc)
+    assert enc.vlm.training and enc.vfm.training
+    for got, want in zip(encode(enc, x, seed=3), ref):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_activation_checkpointing_gives_same_outputs_and_grads():

@@ -6,7 +6,10 @@
 #   adapter_proj2[i] (the MVFuser's DINOv2 half back), and the final embedding
 #   proj(ln_post(x + adapter_proj3(d))) with a bias-free projection;
 # * the release adds CLIP's class embedding twice to token 0 (stored doubled as cls_token);
-# * drop path 0.1 over the CLIP blocks (training only); 5 context tokens (text context 10).
+# * drop path 0.1 over the CLIP blocks, live while training (the frozen towers follow the
+#   model's train mode, as released; backbone.eval_frozen_towers=True switches it off), one
+#   draw per token position as in the released sequence-first CLIP blocks
+#   (drop_path_unit='token'); 5 context tokens (text context 10).
 # Pretrained weights (local files, never downloaded): DINOv2 and OpenAI's TorchScript archive
 # (visual + text towers); override with --cfg-options model.backbone.vlm.checkpoint=... etc.
 _base_ = ['./mfuser_dinov2_eva02.py']
@@ -19,7 +22,8 @@ model = dict(
         vfm=dict(checkpoint=dinov2_checkpoint),
         vlm=dict(name='vit_large_patch14_clip_quickgelu_336', checkpoint=clip_checkpoint,
                  patch_size=16,
-                 drop_path_rate=0.1, head_bias=False, interpolation='bilinear'),
+                 drop_path_rate=0.1, drop_path_unit='token', head_bias=False,
+                 interpolation='bilinear'),
         adapter_proj=True,
         final='clip',
         double_class_embedding=True),

@@ -19,7 +19,9 @@ Outputs (``forward``):
   applied to ``vlm.norm(x_vlm) + vfm.norm(x_vfm)`` (token 0 / patch tokens).
 
 Only the adapters, the width projections and the necks train; both towers are frozen
-(``requires_grad=False``) and stay in eval mode under ``.train()``.
+(``requires_grad=False``). As released, the frozen towers follow the model's train/eval mode
+(the CLIP tower's stochastic depth is live while training); ``eval_frozen_towers=True`` keeps
+them in eval mode instead.
 """
 from __future__ import annotations
 
@@ -126,6 +128,13 @@ class FusedEncoder(BaseModule):
             then its residual MLP) or ``'value'`` (MaskCLIP: each token attends to itself).
         double_class_embedding: when loading an OpenAI CLIP file, store twice its class
             embedding as the class token (the released CLIP tower adds it twice).
+        eval_frozen_towers: keep both frozen towers in eval mode under ``.train()`` (no
+            stochastic depth or dropout in them while training). Default ``False``, as released:
+            the official segmentors only set ``requires_grad=False`` on the towers
+            (``models/segmentors/mfuser_clip.py:65-72``) and never put them in eval mode, so the
+            CLIP tower trains with its drop path 0.1 live (weights still frozen). Towers
+            without stochastic layers (EVA02, SigLIP, DINOv2 as configured) compute the same
+            in either mode.
         init_cfg: mmengine init config (unused for the towers; pretrained weights come from
             ``vfm.checkpoint`` / ``vlm.checkpoint``, loaded at construction time).
     """
@@ -145,6 +154,7 @@ class FusedEncoder(BaseModule):
                  final: str = 'norm_sum',
                  dense_pool: str = 'attention',
                  double_class_embedding: bool = False,
+                 eval_frozen_towers: bool = False,
                  init_cfg: dict | None = None):
         super().__init__(init_cfg=init_cfg)
         vfm = dict(DEFAULT_VFM if vfm is None else vfm)
@@ -159,6 +169,7 @@ class FusedEncoder(BaseModule):
         if dense_pool not in ('attention', 'value'):
             raise ValueError(f"dense_pool must be 'attention' or 'value', got {dense_pool!r}.")
         self.final, self.dense_pool = final, dense_pool
+        self.eval_frozen_towers = bool(eval_frozen_towers)
         self.grid_mode = grid_mode
         self.with_cp = bool(with_cp)
         img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -266,10 +277,11 @@ class FusedEncoder(BaseModule):
 
     # ------------------------------------------------------------------ mode / init
     def train(self, mode: bool = True) -> FusedEncoder:
-        """Set train/eval mode; the frozen towers always stay in eval mode."""
+        """Set train/eval mode; the frozen towers follow it unless ``eval_frozen_towers``."""
         super().train(mode)
-        self.vfm.eval()
-        self.vlm.eval()
+        if self.eval_frozen_towers:
+            self.vfm.eval()
+            self.vlm.eval()
         return self
 
     def init_weights(self) -> None:

@@ -22,6 +22,7 @@ import timm
 import torch
 import torch.nn as nn
 from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # fallback pixel statistics
+from timm.layers import DropPath
 from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
@@ -41,6 +42,10 @@ def build_vit_tower(name: str, img_size: int | tuple[int, int], *, keep_head: bo
             ``num_heads``, ``patch_size``, ``num_classes``, ...), e.g. to build tiny models.
             ``head_bias=False`` makes a linear projection head bias-free (OpenAI CLIP's
             ``proj`` is a plain matrix, as in the released CLIP variant).
+            ``drop_path_unit``: what the blocks' stochastic depth (``drop_path_rate``) drops:
+            ``'sample'`` (timm's: a whole sample's residual branch) or ``'token'`` (one draw
+            per token position, shared by the batch: :class:`TokenDropPath`, as the released
+            CLIP tower, whose blocks run sequence-first).
 
     Returns:
         The timm model (``VisionTransformer`` or ``Eva``) in eval mode.
@@ -53,6 +58,9 @@ def build_vit_tower(name: str, img_size: int | tuple[int, int], *, keep_head: bo
             raise ValueError(f'{forbidden!r} is not allowed in the tower overrides: weights are '
                              "only loaded from local files named by the config key 'checkpoint'.")
     head_bias = overrides.pop('head_bias', True)
+    drop_path_unit = overrides.pop('drop_path_unit', 'sample')
+    if drop_path_unit not in ('sample', 'token'):
+        raise ValueError(f"drop_path_unit must be 'sample' or 'token', got {drop_path_unit!r}.")
     kwargs = dict(img_size=img_size, dynamic_img_size=True, dynamic_img_pad=True,
                   drop_path_rate=0.0)
     if not keep_head:
@@ -68,10 +76,43 @@ def build_vit_tower(name: str, img_size: int | tuple[int, int], *, keep_head: bo
                          'supports timm VisionTransformer and Eva towers only.')
     if not head_bias and isinstance(model.head, nn.Linear):
         model.head = nn.Linear(model.head.in_features, model.head.out_features, bias=False)
+    if drop_path_unit == 'token':
+        for block in model.blocks:
+            for name, child in list(block.named_children()):
+                if isinstance(child, DropPath):
+                    setattr(block, name, TokenDropPath(child.drop_prob, child.scale_by_keep))
     if getattr(model, 'rope_mixed', False):
         raise ValueError(f'timm model {name!r} uses depth-dependent (mixed) RoPE, which is not '
                          'supported by the block-by-block runner.')
     return model.eval()
+
+
+class TokenDropPath(nn.Module):
+    """Stochastic depth with one keep/drop draw per token position, shared by the batch.
+
+    This is what ``timm.layers.drop_path`` does to a sequence-first (L, B, C) tensor, and the
+    released CLIP tower runs its blocks sequence-first (``DropPath`` on ``drop_path`` from timm,
+    models/backbones/clip/models.py:29-38, applied to both residual branches at :63-65, on the
+    (L, B, C) stream made at :328). Here the tokens are batch-first (B, L, C); the same
+    draws (same order, same random numbers) give the same result.
+    """
+
+    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+        self.scale_by_keep = scale_by_keep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((1, x.shape[1]) + (1, ) * (x.ndim - 2)).bernoulli_(keep)
+        if keep > 0.0 and self.scale_by_keep:
+            mask.div_(keep)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob:.3f}, per token'
 
 
 def tower_patch_size(model: nn.Module) -> int:
