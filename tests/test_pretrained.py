@@ -227,7 +227,7 @@ def test_mismatches_are_reported_clearly(tmp_path):
                             'vlm.checkpoint')
     # garbage file
     (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
-    with pytest.raises(P.CheckpointMismatchError, match='not a readable checkpoint'):
+    with pytest.raises(P.CheckpointMismatchError, match='not a PyTorch checkpoint'):
         P.load_state_dict_file(str(tmp_path / 'junk.pt'), 'vlm.checkpoint')
     # a vision-only file has no text tower
     with pytest.raises(P.CheckpointMismatchError, match='no text tower'):

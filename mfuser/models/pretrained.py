@@ -7,7 +7,8 @@ Layouts accepted for the image towers (converted with timm's own checkpoint filt
 * BAAI EVA-CLIP ``EVA02_CLIP_L_336_psz14_s6B.pt`` (``visual.*``): timm ``eva.checkpoint_filter_fn``
   (renames q/v biases, ``inner_attn_ln``, ``ffn_ln``, ``w1/w2/w3``; drops the rope buffers,
   which timm recomputes).
-* OpenAI CLIP ``ViT-L-14-336px.pt`` (a TorchScript archive; plain state dicts work too):
+* OpenAI CLIP ``ViT-L-14-336px.pt`` (a TorchScript archive, whose tensors are read without
+  running its code; plain state dicts work too):
   timm ``vision_transformer.checkpoint_filter_fn`` (OpenAI branch: ``visual.proj`` becomes the
   linear ``head``).
 * open_clip (``visual.trunk.*``) or timm state dicts, ``.pt``/``.pth``/``.bin`` or
@@ -35,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
+
+from .torchscript_weights import TorchScriptReadError, is_torchscript, read_torchscript_weights
 
 __all__ = [
     'CheckpointMismatchError', 'require_file', 'load_state_dict_file', 'load_vision_tower',
@@ -82,54 +85,67 @@ def require_file(path: str | os.PathLike, config_key: str, model_name: str = '')
             f'never downloaded), or set {config_key}=None to start from random weights.')
 
 
-def _is_torchscript(path: str) -> bool:
-    """A TorchScript archive is a zip with a ``constants.pkl`` / ``code/`` entry."""
-    import zipfile
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any(n.endswith('/constants.pkl') or '/code/' in n for n in names)
+def _trusted() -> bool:
+    """The user's explicit say-so to run a weights file's code (the same switch as for runner
+    checkpoints, :mod:`mfuser.engine.checkpoint`)."""
+    return os.environ.get('MFUSER_TRUST_CHECKPOINTS') == '1'
 
 
 def load_state_dict_file(path: str | os.PathLike, config_key: str,
                          expected: str = 'a checkpoint') -> dict[str, torch.Tensor]:
     """Read a local checkpoint into a flat ``name -> tensor`` dict on the CPU.
 
-    Tries, in order: ``.safetensors``; ``torch.load(weights_only=True)`` (plain state dicts);
-    ``torch.jit.load`` (TorchScript archives such as OpenAI's CLIP ``.pt`` files, whose
-    ``state_dict()`` is taken). Untrusted pickles are never unpickled with arbitrary globals.
+    ``.safetensors`` files with safetensors; TorchScript archives (OpenAI's CLIP ``.pt``
+    files) with :func:`~mfuser.models.torchscript_weights.read_torchscript_weights`, which
+    reads their tensors without running any of the archive's code; anything else with
+    ``torch.load(weights_only=True)`` (plain state dicts). Nothing from the file is executed
+    unless ``MFUSER_TRUST_CHECKPOINTS=1`` (then a pickle that needs other objects is loaded
+    with ``weights_only=False``, and an archive the reader cannot read with
+    ``torch.jit.load``).
 
     Raises:
         FileNotFoundError: naming ``config_key`` and the expected file when ``path`` is absent.
+        CheckpointMismatchError: the file is refused (it holds Python objects besides
+            tensors), damaged, or not a checkpoint; the message names ``config_key``.
     """
     if path is None or not os.path.isfile(str(path)):
         raise FileNotFoundError(
             f"{config_key}={str(path)!r}: file not found. Put {expected} there (weights are "
             f'never downloaded), or set {config_key}=None to start from random weights.')
     path = str(path)
+    where = f'{config_key}={path!r}'
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
         return load_file(path, device='cpu')
-    errors = []
-    if _is_torchscript(path):  # e.g. OpenAI's ViT-L-14-336px.pt
-        return dict(torch.jit.load(path, map_location='cpu').state_dict())
+    if is_torchscript(path):  # e.g. OpenAI's ViT-L-14-336px.pt
+        try:
+            return read_torchscript_weights(path)
+        except TorchScriptReadError as exc:
+            if _trusted():
+                return dict(torch.jit.load(path, map_location='cpu').state_dict())
+            raise CheckpointMismatchError(
+                f'{where}: cannot read the weights of this TorchScript archive without running '
+                f'its code: {exc}. Expected {expected}; if you trust this file, set '
+                'MFUSER_TRUST_CHECKPOINTS=1 to load it with torch.jit.load.') from None
+    from mfuser.engine.checkpoint import UnsafeCheckpointError, load_trusted_local
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-        if isinstance(state, Mapping):
-            return {k: v for k, v in _unwrap(state).items() if isinstance(v, torch.Tensor)}
-        if isinstance(state, nn.Module):
-            return dict(state.state_dict())
-        errors.append(f'torch.load gave a {type(state).__name__}')
-    except Exception as exc:  # noqa: BLE001 - fall back to TorchScript below
-        errors.append(f'torch.load: {str(exc).splitlines()[0]}')
-    try:
-        scripted = torch.jit.load(path, map_location='cpu')
-        return dict(scripted.state_dict())
-    except Exception as exc:  # noqa: BLE001
-        errors.append(f'torch.jit.load: {str(exc).splitlines()[0]}')
-    raise CheckpointMismatchError(f'{config_key}={path!r}: not a readable checkpoint ('
-                                  + '; '.join(errors) + ').')
+        state = load_trusted_local(path, map_location='cpu')
+    except UnsafeCheckpointError as exc:
+        named = re.search(r'\(([^()]*)\)\. If you trust', str(exc))
+        raise CheckpointMismatchError(
+            f'{where}: refused: the file holds Python objects besides tensors'
+            f'{f" ({named[1]})" if named else ""}, and unpickling them could run code. '
+            f'Expected {expected}; if you trust this file, set MFUSER_TRUST_CHECKPOINTS=1.'
+        ) from None
+    except ValueError as exc:  # CheckpointError: damaged or not a checkpoint
+        raise CheckpointMismatchError(f'{where}: {str(exc).replace(f"{path}: ", "", 1)}. '
+                                      f'Expected {expected}.') from None
+    if isinstance(state, Mapping):
+        return {k: v for k, v in _unwrap(state).items() if isinstance(v, torch.Tensor)}
+    if isinstance(state, nn.Module):  # only with MFUSER_TRUST_CHECKPOINTS=1
+        return dict(state.state_dict())
+    raise CheckpointMismatchError(f'{where}: holds a {type(state).__name__}, not a state dict '
+                                  f'of tensors. Expected {expected}.')
 
 
 def _short(keys: Iterable[str], limit: int = 12) -> str:
