@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ['INTERPRETED', 'selective_scan_triton']
+__all__ = ['INTERPRETED', 'compile_for_arch', 'selective_scan_triton']
 
 #: whether the kernels were built for Triton's CPU interpreter (``TRITON_INTERPRET=1`` when this
 #: module was first imported); compiled kernels need CUDA tensors.
@@ -328,3 +328,56 @@ def selective_scan_triton(u, delta, A, B, C, D=None, delta_bias=None, delta_soft
             'only in Triton\'s interpreter (set TRITON_INTERPRET=1 before importing mfuser)')
     return _TritonScan.apply(u, delta, A, B, C, D, delta_bias, bool(delta_softplus),
                              int(block_t), int(block_d))
+
+
+def compile_for_arch(arch: int = 90) -> list[dict]:
+    """Compile every kernel variant ahead of time for NVIDIA compute capability ``arch`` (90:
+    Hopper, 80: Ampere) without a GPU, and report each cubin's size and the register spills
+    ptxas (shipped with Triton) finds. Raises Triton's ``CompilationError`` on a kernel that
+    does not compile. Needs compiled (not interpreted) kernels: ``TRITON_INTERPRET`` unset."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    if INTERPRETED:
+        raise RuntimeError('compile_for_arch needs TRITON_INTERPRET unset (compiled kernels)')
+    target = GPUTarget('cuda', arch, 32)
+    ptxas = Path(triton.__file__).parent / 'backends' / 'nvidia' / 'bin' / 'ptxas'
+    ints = {k: 'i32' for k in ('dim', 'seqlen', 'dstate', 'n_chunks', 'n_rows')}
+    report = []
+
+    def build(fn, types, consts):
+        signature = {n: 'constexpr' if n in consts else types.get(n, '*fp32')
+                     for n in fn.arg_names}
+        kernel = triton.compile(ASTSource(fn, signature, constexprs=consts), target=target)
+        spill = None
+        if ptxas.exists():
+            ptx = kernel.asm['ptx']
+            sm = re.search(r'\.target (sm_\w+)', ptx).group(1)
+            with tempfile.NamedTemporaryFile('w', suffix='.ptx') as f:
+                f.write(ptx)
+                f.flush()
+                info = subprocess.run([str(ptxas), '-v', f'-arch={sm}', f.name, '-o',
+                                       '/dev/null'], capture_output=True, text=True).stderr
+            spill = sum(int(n) for n in re.findall(r'(\d+) bytes spill', info))
+        report.append(dict(kernel=fn.fn.__name__, consts={k: v for k, v in consts.items()
+                                                          if not k.startswith('BLOCK')},
+                           types=types.get('u_ptr', ''), cubin_bytes=len(kernel.asm['cubin']),
+                           spill_bytes=spill))
+
+    for dtype in ('fp32', 'fp16', 'bf16') if arch >= 80 else ('fp32', 'fp16'):
+        io = {k: f'*{dtype}' for k in ('u_ptr', 'delta_ptr', 'B_ptr', 'C_ptr', 'y_ptr',
+                                       'gy_ptr', 'gu_ptr', 'gdelta_ptr')}
+        for flag in (True, False):
+            blocks = dict(HAS_D=flag, HAS_BIAS=flag, SOFTPLUS=flag, BLOCK_T=BLOCK_T,
+                          BLOCK_N=16, BLOCK_D=BLOCK_D)
+            for last in (False, True):
+                build(_fwd_kernel, {**ints, **io}, dict(OUTPUT=last, **blocks))
+                build(_bwd_kernel, {**ints, **io}, dict(GRADS=last, **blocks))
+    for reverse in (False, True):
+        build(_carry_kernel, ints, dict(HAS_INIT=reverse, REVERSE=reverse, BLOCK_R=16,
+                                        BLOCK_N=16))
+    return report
