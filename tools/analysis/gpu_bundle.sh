@@ -45,12 +45,15 @@ prepare() {
     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any \
     -d "$BUNDLE/wheels" "${specs[@]}"
   say "downloading the mmcv $MMCV_VERSION source"
-  # pip reads the sdist's metadata by running its setup.py, which imports torch: use the
-  # project's environment (tools/setup_env.sh)
-  local venv_py="${MFUSER_VENV:-$HOME/.venvs/mfuser}/bin/python"
+  # pip reads the sdist's metadata by running its setup.py, which imports torch and
+  # pkg_resources: the project's environment (tools/setup_env.sh) with setuptools < 70 beside it
+  local venv_py="${MFUSER_VENV:-$HOME/.venvs/mfuser}/bin/python" st
   [ -x "$venv_py" ] || venv_py=python3
-  "$venv_py" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
-    "mmcv==$MMCV_VERSION" -d "$BUNDLE"
+  st=$(mktemp -d)
+  "$venv_py" -m pip install -q --target "$st" "setuptools<70"
+  PYTHONPATH="$st" "$venv_py" -m pip download -q --no-deps --no-binary :all: \
+    --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUNDLE"
+  rm -rf "$st"
   du -sh "$BUNDLE" | sed 's/^/[gpu-bundle] bundle size: /'
 }
 
@@ -67,7 +70,10 @@ run() {
     # torch >= 2.14 needs C++20 (harmless before); mmcv 2.1.0's setup.py forces C++17
     sed -i 's/-std=c++17/-std=c++20/g' "$src/mmcv-$MMCV_VERSION/setup.py"
     say "building mmcv $MMCV_VERSION ops (MMCV_CUDA=${MMCV_CUDA:-0})"
-    ( cd "$src/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 FORCE_CUDA="${MMCV_CUDA:-0}" \
+    # mmcv's setup.py builds its CUDA kernels whenever torch sees a GPU: hide it for a CPU-ops
+    # build (MMCV_CUDA=0, the default), which the PyTorch deformable-attention path then serves
+    local hide=(); [ "${MMCV_CUDA:-0}" = 1 ] || hide=(env CUDA_VISIBLE_DEVICES=)
+    ( cd "$src/mmcv-$MMCV_VERSION" && "${hide[@]}" MMCV_WITH_OPS=1 FORCE_CUDA="${MMCV_CUDA:-0}" \
         TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
         "${PIP[@]}" install -q --no-index --no-deps --no-build-isolation . )
     t1=$(date +%s)
