@@ -288,3 +288,15 @@ def test_format_only_switches_the_acdc_config_to_the_test_split():
     assert demo.test_evaluator.type == 'DGIoUMetric' and demo.test_evaluator.format_only
     with pytest.raises(ValueError, match='needs --out'):
         use_format_only(demo, None)
+
+
+def test_make_synthetic_data_writes_acdc_on_request(tmp_path, capsys):
+    from make_synthetic_data import parse_args, prepare  # tools/ is on the test path
+    assert 'acdc' not in parse_args([]).domains  # the demo's default stays the five domains
+    args = parse_args(['--domains', 'cityscapes', 'acdc', '--num-train', '1', '--num-val', '1'])
+    assert args.domains == ['cityscapes', 'acdc']
+    reports = prepare(str(tmp_path), domains=['acdc'], num_train=1, num_val=1, size=SIZE,
+                      nproc=1)
+    assert reports == {} and 'acdc: labels are train IDs already' in capsys.readouterr().out
+    assert len(list(tmp_path.glob('acdc/rgb_anon/*/*/*/*_rgb_anon.png'))) == 12
+    assert len(list(tmp_path.glob('acdc/gt/*/*/*/*_gt_labelTrainIds.png'))) == 8
