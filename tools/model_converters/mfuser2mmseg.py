@@ -10,7 +10,8 @@ the reason; every shape is checked against that model (built on the 'meta' devic
 no weight files needed). DST then loads strictly with ``tools/test.py CONFIG DST``.
 
 SRC is opened without executing arbitrary pickles (``torch.load(weights_only=True)`` with the
-allow-list of mfuser.engine.checkpoint). DST is never overwritten unless ``--force``.
+allow-list of mfuser.engine.checkpoint). DST is never overwritten unless ``--force``; it is
+written under a temporary name and renamed (complete or absent), with the umask's mode.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import argparse
 import os
 import os.path as osp
 import sys
-import tempfile
 
 import torch
 
@@ -96,16 +96,9 @@ def main(argv=None) -> int:
                   official_meta={k: v for k, v in meta.items()
                                  if isinstance(v, (str, int, float))}),
         state_dict=converted)
-    dst_dir = osp.dirname(osp.abspath(args.dst))
-    os.makedirs(dst_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst_dir, suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(out, tmp)
-        os.replace(tmp, args.dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    from mfuser.engine.atomic import atomic_open
+    with atomic_open(args.dst) as f:  # complete or absent; mode 0666 minus the umask
+        torch.save(out, f)
     print(f'wrote {args.dst}: {len(converted)} tensors in the names of {config}; test it with\n'
           f'  python tools/test.py {osp.relpath(config, os.getcwd())} {args.dst}')
     return 0
