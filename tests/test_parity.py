@@ -1,11 +1,13 @@
 """Parity with the official MFuser model's own outputs (../shared/reference).
 
 The reference folder holds outputs of the official code for generated weights on a real
-Cityscapes crop (see its README). The full-size tests build the model of
-``configs/mfuser_eva02_gta.py`` (~7 GB of memory, about a minute per golden on 2 cores) and
-compare every field at the tolerances the reference measured; they FAIL (never skip) when a
-fixture is missing.
+Cityscapes crop (see its README and README_clip_siglip.md), for the three released variants.
+The full-size tests build the model of ``configs/mfuser_{eva02,clip,siglip}_gta.py`` (~8 GB of
+memory each; one at a time: one module fixture, parametrised by variant, built once per
+session) and compare every field of both goldens, each from one forward, at the tolerances
+the reference measured; they FAIL (never skip, in CI or not) when a fixture is missing.
 """
+import gc
 import os.path as osp
 import sys
 
@@ -21,30 +23,76 @@ import official_parity as op  # noqa: E402
 CROP = (slice(256, 768), slice(768, 1280))  # rows, cols of the golden crop (x=768, y=256)
 
 
-def reference(*names):
+#: the fields of every golden (the perturbed ones have no encode_decode; SigLIP's also hold
+#: its placeholder logit constants), input/label/accuracy aside
+FIELDS = {'text_tokens', 'text_embeddings_raw', 'context_decoder_out', 'text_embeddings_refined',
+          'global_embedding', 'visual_embeddings', 'score_map', 'backbone_feat_channel_mean',
+          *(f'backbone_feat{i}_sub8' for i in range(4)), 'mask_features', 'cls_logits_last',
+          'mask_logits_last', 'seg_mask_head', 'encode_decode', 'pred_argmax_uint8',
+          'loss_scr_map'}
+
+
+def reference(*names, variant='eva02'):
     try:
-        return op.require_reference(op.DEFAULT_REF, list(names))
+        return op.require_reference(op.DEFAULT_REF, list(names), variant)
     except FileNotFoundError as exc:
         pytest.fail(str(exc))
 
 
-@pytest.fixture(scope='module')
-def eva02_model():
-    reference()
-    return op.build_model()
+@pytest.fixture(scope='module', params=['eva02', 'clip', 'siglip'])
+def official_model(request):
+    """The variant's full-size model (pytest finishes one variant before building the next)."""
+    variant = request.param
+    reference(variant=variant)
+    model = op.build_variant(variant)
+    yield variant, model
+    del model
+    gc.collect()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('which, n_fields', [('main', 19), ('perturbed', 18)])
-def test_official_golden_outputs_are_reproduced(eva02_model, which, n_fields):
-    reference(op.GOLDENS[which][0])
-    rows, dropped = op.run_golden(which, eva02_model)
-    assert len(rows) == n_fields
-    bad = [f"{r['field']}: {r['error']:.3g} > {r['tol']:.0e} ({r['note']})"
-           for r in rows if not r['ok']]
-    assert not bad, bad
-    assert {k.split('.')[0] for k in dropped} == {'random_text', 'backbone'}
-    assert 'backbone.dinov2.mask_token' in dropped and 'backbone.rope.freqs_cos' in dropped
+def expected_dropped(variant: str, dropped: dict) -> bool:
+    """What the converter leaves out of the generated official state dict, per variant (the
+    CLIP and SigLIP segmentors have no ``random_text``)."""
+    mask_token = {'backbone.dinov2.mask_token'}
+    if variant == 'eva02':
+        common = mask_token | {'random_text'}
+        return common <= set(dropped) and all(
+            k in common or k.endswith(('rope.freqs_cos', 'rope.freqs_sin')) for k in dropped)
+    if variant == 'clip':
+        return set(dropped) == mask_token
+    proj = {k for k in dropped if k.startswith('backbone.adapter_proj')}
+    return set(dropped) - proj == mask_token and len(proj) == 2 * (2 * 24) + 2  # 1,2 x 24; 3
+
+
+@pytest.mark.parametrize('variant', ['clip', 'siglip'])
+def test_clip_and_siglip_goldens_share_the_verified_crop_and_our_inputs_match(variant):
+    """The CLIP/SigLIP goldens hold the EVA02 golden's crop and label (checked against the real
+    frame below); the CLIP config's preprocessor makes the golden's input, and the SigLIP one
+    (mean = std = 127.5, as the SigLIP tower wants it) the same pixels."""
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+
+    from mfuser.models.text_encoder import CITYSCAPES_CLASSES
+    fname = op.VARIANTS[variant]['goldens']['main'][0]
+    reference(fname, op.GOLDENS['main'][0], variant=variant)
+    golden = np.load(osp.join(op.DEFAULT_REF, fname))
+    eva02 = np.load(osp.join(op.DEFAULT_REF, op.GOLDENS['main'][0]))
+    for key in ('input', 'input_crop_rgb_uint8', 'label_trainid_uint8'):
+        np.testing.assert_array_equal(golden[key], eva02[key])
+    cfg = Config.fromfile(op.VARIANTS[variant]['config'])
+    pre = MODELS.build(cfg.model.data_preprocessor)
+    bgr = np.ascontiguousarray(golden['input_crop_rgb_uint8'][..., ::-1])
+    ours = pre(dict(inputs=[torch.from_numpy(bgr).permute(2, 0, 1)]), training=False)['inputs']
+    clip_mean = np.array([122.7709383, 116.7460125, 104.09373615]).reshape(1, 3, 1, 1)
+    clip_std = np.array([68.5005327, 66.6321579, 70.32316305]).reshape(1, 3, 1, 1)
+    pixels = golden['input'].astype(np.float64) * clip_std + clip_mean
+    if variant == 'clip':
+        np.testing.assert_allclose(ours.numpy(), golden['input'], rtol=0, atol=1e-6)
+    else:
+        np.testing.assert_allclose(ours.double().numpy() * 127.5 + 127.5, pixels, rtol=0,
+                                   atol=1e-4)
+        np.testing.assert_array_equal(  # the documented placeholder ids, made independently
+            op.siglip_placeholder_token_ids(CITYSCAPES_CLASSES), golden['text_tokens'])
 
 
 @pytest.mark.slow
@@ -142,3 +190,22 @@ def test_converter_cli_and_direct_loading_of_an_official_file(tmp_path):
     assert set(direct) == set(shapes)
     torch.testing.assert_close(direct['backbone.adapter.3.A_log'],
                                expected['backbone.adapter.3.A_log'], rtol=0, atol=0)
+
+
+# Last in the module: the full-size model of the last variant lives until the module ends.
+@pytest.mark.slow
+@pytest.mark.parametrize('which', ['main', 'perturbed'])
+def test_official_golden_outputs_are_reproduced(official_model, which):
+    """Official state dict (generator) -> converter -> strict load -> the golden crop through
+    the config's data preprocessor -> one encode_decode -> every golden field in tolerance."""
+    variant, model = official_model
+    reference(op.VARIANTS[variant]['goldens'][which][0], variant=variant)
+    rows, dropped = op.run_golden(which, model, variant=variant)
+    fields = FIELDS - ({'encode_decode'} if which == 'perturbed' else set())
+    if variant == 'siglip':
+        fields |= {'logit_scale', 'logit_bias'}
+    assert {r['field'] for r in rows} == fields
+    bad = [f"{r['field']}: {r['error']:.3g} > {r['tol']:.0e} ({r['note']})"
+           for r in rows if not r['ok']]
+    assert not bad, bad
+    assert expected_dropped(variant, dropped), sorted(dropped)
