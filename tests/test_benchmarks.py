@@ -68,7 +68,8 @@ def test_gpu_check_smoke_runs_every_section_on_the_cpu(tmp_path):
     import json
     out = run('gpu_check.py', '--smoke', '--out', str(tmp_path / 'check.json'))
     for title in ('Environment', 'Selective scan vs the float64 loop',
-                  'Selective scan fwd+bwd at', 'Training iteration', 'Slide inference',
+                  'Selective scan fwd+bwd at', 'Triton scan block sizes', 'Training iteration',
+                  'Slide inference',
                   'mmcv CUDA deformable attention'):
         assert title in out, title
     res = json.loads((tmp_path / 'check.json').read_text())

@@ -10,7 +10,8 @@ Sections (each reports its own error and the run goes on):
 2. every usable scan backend against the float64 reference loop (computed on the CPU): fp32,
    fp16 and bf16 inputs, the output and every gradient (max relative error);
 3. the scan backends at MVFuser's real size (b=2, D=512, L=2594, N=16): fwd+bwd time and peak
-   memory, side by side (``benchmark_selective_scan.py``'s code);
+   memory, side by side (``benchmark_selective_scan.py``'s code), and the Triton kernels' block
+   sizes swept at that size (to tune the defaults);
 4. a full-size EVA02 MFuser training iteration (random weights, batch 2, 512x512) through
    mmengine's ``train_step`` with ``OptimWrapper`` / ``AmpOptimWrapper`` in fp32, fp16 and bf16
    AMP, and again with ``with_cp=True``: ms per iteration and peak memory;
@@ -164,6 +165,39 @@ def section_scan_speed(device, smoke):
                     ['backend', 'forward ms', 'backward ms', 'total ms', 'peak MiB',
                      f'time vs {first["backend"] if first else "-"}'], table)
     return results
+
+
+def section_triton_blocks(device, smoke):
+    """The Triton scan's chunk length (BLOCK_T) and channels per program (BLOCK_D) at
+    MVFuser's size: fwd+bwd time for each, to tune the defaults on this GPU."""
+    from benchmark_selective_scan import cast_inputs, time_fwd_bwd
+
+    from mfuser.ops import selective_scan as ss
+    if 'triton' not in ss.available_backends():
+        print_table('Triton block sizes', ['check', 'result'],
+                    [('sweep', 'skipped: the triton backend is not usable here')])
+        return dict(skipped='triton not usable')
+    from mfuser.ops.selective_scan_triton import BLOCK_D, BLOCK_T, selective_scan_triton
+    shape = (1, 8, 64, 4) if smoke else (2, 512, 2594, 16)
+    grid = [(16, 4)] if smoke else [(32, 16), (64, 4), (64, 16), (64, 32), (128, 16)]
+    inputs = cast_inputs(make_inputs(*shape), device, torch.bfloat16)
+    rows, out = [], []
+    for bt, bd in grid:
+        def fn(u, delta, A, B, C, D, delta_bias, bt=bt, bd=bd):
+            return selective_scan_triton(u, delta, A, B, C, D, delta_bias, True, bt, bd)[0]
+        try:
+            fwd, bwd = time_fwd_bwd(fn, inputs, 1 if smoke else 5)
+            rec = dict(block_t=bt, block_d=bd, forward_ms=fwd * 1e3, backward_ms=bwd * 1e3)
+            rows.append((bt, bd, f'{fwd * 1e3:.2f}', f'{bwd * 1e3:.2f}',
+                         f'{(fwd + bwd) * 1e3:.2f}', '(default)' if (bt, bd) == (
+                             BLOCK_T, BLOCK_D) else ''))
+        except Exception as exc:  # noqa: BLE001
+            rec = dict(block_t=bt, block_d=bd, error=_err(exc))
+            rows.append((bt, bd, '-', '-', '-', rec['error'][:80]))
+        out.append(rec)
+    print_table(f'Triton scan block sizes at B,D,L,N={shape}, bf16 inputs',
+                ['BLOCK_T', 'BLOCK_D', 'forward ms', 'backward ms', 'total ms', ''], rows)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,7 +357,8 @@ def main(argv=None):
     p.add_argument('--iters', type=int, default=None, help='timed training iterations')
     p.add_argument('--out', default=None, help='JSON results (default work_dirs/gpu_check.json)')
     p.add_argument('--skip', nargs='*', default=[],
-                   choices=['scan-accuracy', 'scan-speed', 'train', 'slide', 'deform-attn'])
+                   choices=['scan-accuracy', 'scan-speed', 'triton-blocks', 'train', 'slide',
+                            'deform-attn'])
     args = p.parse_args(argv)
     device = 'cpu' if args.smoke else 'cuda'
     if device == 'cuda' and not torch.cuda.is_available():
@@ -350,6 +385,7 @@ def main(argv=None):
     run('environment', section_environment, device)
     run('scan-accuracy', section_scan_accuracy, device, args.smoke)
     run('scan-speed', section_scan_speed, device, args.smoke)
+    run('triton-blocks', section_triton_blocks, device, args.smoke)
     if not {'train', 'slide'} <= set(args.skip):
         t0 = time.perf_counter()
         try:
