@@ -88,8 +88,9 @@ def test_train_test_infer(workspace):
     assert 'multi-domain results' in out and 'mean/mIoU' in out
     for domain in ('cityscapes', 'bdd100k', 'mapillary'):
         assert f'{domain}/mIoU' in out
-        # --out: one train-ID PNG per target image (2 per domain), per domain
-        assert len(os.listdir(workspace / 'preds' / domain)) == 2
+        # --out: one train-ID PNG per target image (2 per domain), per domain, under the
+        # work dir (a relative --out, like --show-dir)
+        assert len(walk_files(osp.join(wd, 'preds', domain))) == 2
     # --show-dir: every test image painted (not mmseg's every 50th), under the work dir
     assert len(os.listdir(osp.join(wd, 'show', 'vis_data', 'vis_image'))) == 6
     # the trained checkpoint holds the frozen towers: their pretrained files are not needed

@@ -11,6 +11,8 @@ cannot be read or segmented is reported and skipped; the others are still proces
 exit code is 1 when anything was skipped.
 """
 import argparse
+import hashlib
+import io
 import os
 import os.path as osp
 import sys
@@ -37,6 +39,8 @@ def parse_args(argv=None):
                        help='leave images whose results exist alone, process the others')
     parser.add_argument('--limit', type=int, default=0,
                         help='at most this many images from each directory')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of an error that otherwise ends in one line')
     return parser.parse_args(argv)
 
 
@@ -53,18 +57,37 @@ def opacity(text):
 
 
 def output_names(images, inputs):
-    """Output path stem (relative to ``--out-dir``) of every image: its path relative to the
-    common folder of the inputs, without extension, so sub-folders are kept and equal names
-    in different folders do not collide. Names that still collide (``x.png`` and ``x.jpg``)
-    keep their extension."""
+    """Output path stem (relative to ``--out-dir``) of every image, one per image: its path
+    relative to the common folder of the inputs, without extension, so sub-folders are kept
+    and equal names in different folders do not collide. Where stems still coincide (compared
+    case-insensitively, as some file systems do), the extension is added (``x.png`` and
+    ``x.jpg`` give ``x_png`` and ``x_jpg``), and where that coincides too (``a.png`` /
+    ``a.PNG``, or ``x.png`` / ``x_png.png``) a short hash of the relative path as well."""
     bases = [osp.abspath(i) if osp.isdir(i) else osp.dirname(osp.abspath(i)) for i in inputs]
     base = osp.commonpath(bases) if bases else ''
-    stems = [osp.splitext(osp.relpath(osp.abspath(p), base))[0] for p in images]
-    counts = {}
-    for stem in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    return [stem + '_' + osp.splitext(p)[1][1:].lower() if counts[stem] > 1 else stem
-            for stem, p in zip(stems, images)]
+    rels = [osp.relpath(osp.abspath(p), base) for p in images]
+
+    def candidates(rel):
+        stem, ext = osp.splitext(rel)
+        digest = hashlib.sha1(rel.encode('utf-8', 'surrogateescape')).hexdigest()[:8]
+        return [stem, f'{stem}_{ext[1:].lower()}', f'{stem}_{ext[1:]}_{digest}']
+
+    options = [candidates(r) for r in rels]
+    level = [0] * len(rels)
+    while True:  # raise the level of every name that coincides with another, until none does
+        groups = {}
+        for i, opts in enumerate(options):
+            groups.setdefault(opts[level[i]].casefold(), []).append(i)
+        clashes = [i for group in groups.values() if len(group) > 1 for i in group
+                   if level[i] < 2]
+        if not clashes:
+            break
+        for i in clashes:
+            level[i] += 1
+    names = [opts[lv] for opts, lv in zip(options, level)]
+    if len({n.casefold() for n in names}) != len(names):  # two paths with one sha1 prefix
+        raise RuntimeError(f'output names collide: {names}')
+    return names
 
 
 def list_images(inputs, limit=0):
@@ -122,19 +145,18 @@ def main(argv=None):
     import mfuser  # noqa: F401  registers the modules
     from mfuser.engine.checkpoint import install_safe_loader
     install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
-    from mfuser.engine import CheckpointError, require_matching_checkpoint, skip_pretrained_held_by
-    from mfuser_tools.preflight import ConfigCheckError, check_config
+    from mfuser.engine import require_matching_checkpoint, skip_pretrained_held_by
+    from mfuser_tools.preflight import check_config
+    from mfuser_tools.reporting import reported
     cfg = inference_config(args.config)
-    try:
+    with reported(args.debug):
         for key in skip_pretrained_held_by(cfg, args.checkpoint):
             print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
         check_config(cfg, 'infer')
         model = init_model(cfg, None, device='cpu')
         require_matching_checkpoint(model, args.checkpoint, cfg)
-    except (CheckpointError, ConfigCheckError) as exc:
-        sys.exit(f'error: {exc}')
-    # checked above: every weight is in it, or (frozen towers) came from the config's files
-    ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
+        # checked above: every weight is in it, or (frozen towers) came from the config's files
+        ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
     meta = (ckpt.get('meta') or {}).get('dataset_meta') or {}
     model.dataset_meta = dict(classes=meta.get('classes', CityscapesDataset.METAINFO['classes']),
                               palette=meta.get('palette', CityscapesDataset.METAINFO['palette']))
@@ -142,6 +164,7 @@ def main(argv=None):
     from mmseg.visualization import SegLocalVisualizer
     painter = SegLocalVisualizer(name='mfuser_infer', alpha=args.opacity)
     painter.dataset_meta = model.dataset_meta
+    load = dict(cfg.test_pipeline[0])  # how the test pipeline reads an image
     skipped = []
     for i, (path, out) in enumerate(zip(images, outputs), 1):
         overlay_path, pred_path = out + '_overlay.png', out + '_pred.png'
@@ -149,9 +172,9 @@ def main(argv=None):
             print(f'[{i}/{len(images)}] {path}: results exist, kept', flush=True)
             continue
         try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert('RGB'))  # Pillow refuses truncated files
-            result = inference_model(model, path)
+            bgr = read_image(path, load)  # one decode for the prediction and the overlay
+            result = inference_model(model, bgr)
+            rgb = np.ascontiguousarray(bgr[..., ::-1])
             pred = result.pred_sem_seg.data[0].cpu().numpy()
             painter.add_datasample(osp.basename(path), rgb, result, draw_gt=False,
                                    with_labels=False)  # mmseg's overlay: rgb*(1-a)+colour*a
@@ -171,6 +194,21 @@ def main(argv=None):
               '\n'.join(f'  {p}: {r}' for p, r in skipped), file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def read_image(path, load: dict | None = None):
+    """The image as the test pipeline's loading step ``load`` decodes it (mmcv's
+    ``imfrombytes`` with its ``color_type`` and ``imdecode_backend``; BGR; an EXIF orientation
+    is applied, as phone photos need), or an error for a file that cannot be read or is cut
+    off (Pillow checks that; OpenCV would decode half an image)."""
+    import mmcv
+    load = load or {}
+    with open(path, 'rb') as f:
+        data = f.read()
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+    return mmcv.imfrombytes(data, flag=load.get('color_type', 'color'), channel_order='bgr',
+                            backend=load.get('imdecode_backend', 'cv2'))
 
 
 def _save(image, path):

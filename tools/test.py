@@ -19,7 +19,9 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where to write the evaluation results')
     parser.add_argument('--out', help='also save the predicted train-ID maps as PNGs here '
-                        '(one sub-directory per domain)')
+                        "(one sub-directory per domain, below it the image's sub-folders); a "
+                        'relative DIR goes under the work dir (as --show-dir); DIR must be '
+                        'new or empty, so that two runs never mix')
     parser.add_argument('--format-only', action='store_true',
                         help='only write the predictions into --out, for a benchmark server '
                         "(no labels read; a config's format_only_dataloader/_evaluator, e.g. "
@@ -37,6 +39,10 @@ def parse_args(argv=None):
                         help='override config settings, key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of an error that otherwise ends in one line '
+                        '(a missing or refused file, bad data, a full disk); it is also '
+                        'written into the log file')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -75,6 +81,21 @@ def use_tta(cfg) -> None:
     cfg.model = cfg.tta_model
 
 
+def image_folders(dataloader) -> list[str]:
+    """``data_root``/``data_prefix.img_path`` of every data set in a dataloader config."""
+    found, todo = [], [dataloader.get('dataset', {})]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get('data_root'), str):
+                prefix = (node.get('data_prefix') or {}).get('img_path') or ''
+                found.append(osp.join(node['data_root'], prefix))
+            todo += list(node.values())
+        elif isinstance(node, (list, tuple)):
+            todo += list(node)
+    return found
+
+
 def main(argv=None):
     args = parse_args(argv)
     if not osp.isfile(args.checkpoint):
@@ -86,6 +107,12 @@ def main(argv=None):
         sys.exit(f'error: {exc}')
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.out is not None:  # like --show-dir: a relative DIR goes under the work dir
+        args.out = args.out if osp.isabs(args.out) else osp.join(cfg.work_dir, args.out)
+        if osp.isdir(args.out) and os.listdir(args.out):
+            sys.exit(f'error: --out {args.out} already holds files (e.g. '
+                     f'{sorted(os.listdir(args.out))[0]}); the predictions of two runs would '
+                     'mix. Choose another --out or empty that folder.')
     if args.show_dir:
         if 'visualization' not in cfg.default_hooks:
             sys.exit('error: --show-dir needs default_hooks.visualization in the config')
@@ -105,6 +132,8 @@ def main(argv=None):
             cfg.test_evaluator]
         for evaluator in evaluators:
             evaluator['output_dir'] = args.out
+            if 'DGIoUMetric' in str(evaluator.get('type')):  # names keep the sub-folders
+                evaluator['output_roots'] = image_folders(cfg.test_dataloader)
     import mfuser  # noqa: F401  registers the modules
     from mfuser.engine.checkpoint import install_safe_loader
     install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
@@ -128,17 +157,12 @@ def main(argv=None):
             use_tta(cfg)
         except ValueError as exc:
             sys.exit(f'error: {exc}')
-    runner = Runner.from_cfg(cfg)
-    try:  # mmengine loads it non-strictly: a mismatch would test a partly random model
+    from mfuser_tools.reporting import reported
+    with reported(args.debug):  # a refused file, a bad image/label, a full disk: one line
+        runner = Runner.from_cfg(cfg)
+        # mmengine loads it non-strictly: a mismatch would test a partly random model
         require_matching_checkpoint(runner.model, args.checkpoint, model_cfg)
-    except CheckpointError as exc:
-        sys.exit(f'error: {exc}')
-    from mfuser.datasets import DataFileError
-    from mfuser_tools.preflight import one_line
-    try:
         runner.test()
-    except DataFileError as exc:  # a bad image/label: name it in one line, no traceback
-        sys.exit(f'error: {one_line(exc)}')
     if args.show_dir:
         runner.logger.info('painted predictions (ground truth | prediction) saved to '
                            f'{osp.join(osp.abspath(show_dir), "vis_data", "vis_image")}')

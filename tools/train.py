@@ -42,6 +42,10 @@ def parse_args(argv=None):
                         'train_cfg.max_iters=1000 model.backbone.with_cp=True)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--debug', action='store_true',
+                        help='show the traceback of an error that otherwise ends in one line '
+                        '(a config value, a missing or refused file, bad data, a full disk); '
+                        'it is also written into the log file')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -100,6 +104,45 @@ def add_nonfinite_guard(cfg: Config, skip: bool) -> None:
     cfg.custom_hooks = hooks
 
 
+def add_atomic_checkpoints(cfg: Config) -> None:
+    """Let ``CheckpointHook`` write through :class:`~mfuser.engine.AtomicLocalBackend`
+    (temporary name, then rename: a checkpoint is complete or absent, also after a SIGKILL or
+    a full disk) unless the config picks a file backend itself."""
+    import mfuser.engine.atomic  # noqa: F401  registers the 'local_atomic' backend
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if not hook or hook.get('backend_args') or hook.get('file_client_args') or \
+            '://' in str(hook.get('out_dir') or cfg.work_dir):
+        return
+    hook['backend_args'] = dict(backend='local_atomic')
+
+
+def resume_from(cfg: Config) -> str | None:
+    """The checkpoint a ``--resume`` run continues from (the one given, else the work dir's
+    latest); None, with ``cfg.resume`` switched off and a log line saying so, when the work
+    dir has none yet (mmengine would log 'Auto resumed from the latest checkpoint None').
+
+    Raises:
+        CheckpointError: the file named (or named by ``last_checkpoint``) does not exist.
+    """
+    from mmengine.runner import find_latest_checkpoint
+
+    from mfuser.engine import CheckpointError
+    if cfg.get('load_from'):
+        path, named_by = cfg.load_from, '--resume'
+    else:
+        path, named_by = find_latest_checkpoint(cfg.work_dir), osp.join(cfg.work_dir,
+                                                                        'last_checkpoint')
+    if not path:
+        print_log(f'--resume: no checkpoint in {cfg.work_dir} yet (no last_checkpoint); '
+                  'starting from iteration 0', logger='current', level=logging.WARNING)
+        cfg.resume = False
+        return None
+    if not osp.isfile(path):
+        raise CheckpointError(f'cannot resume: {named_by} names {path!r}, which does not exist. '
+                              'Name an existing checkpoint: --resume <work_dir>/iter_N.pth')
+    return path
+
+
 def earlier_checkpoints(work_dir: str) -> list[str]:
     """Checkpoint files a fresh run in ``work_dir`` would overwrite."""
     if not osp.isdir(work_dir):
@@ -111,7 +154,7 @@ def earlier_checkpoints(work_dir: str) -> list[str]:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
-    from mfuser_tools.workdir import WorkDirBusy, acquire_work_dir, check_work_dir_free
+    from mfuser_tools.workdir import WorkDirBusy, check_work_dir_free
     # the rank as the launchers set it (mmengine's init_dist reads the same variables later);
     # only rank 0 checks and holds the work-dir lock (the others would find rank 0's lock)
     rank = next((os.environ[k] for k in ('RANK', 'OMPI_COMM_WORLD_RANK', 'SLURM_PROCID')
@@ -122,6 +165,14 @@ def main(argv=None):
             check_work_dir_free(cfg.work_dir)
         except WorkDirBusy as exc:
             sys.exit(f'error: {exc}')
+    from mfuser_tools.reporting import reported
+    with reported(args.debug):
+        run(args, cfg, main_rank)
+
+
+def run(args, cfg: Config, main_rank: bool) -> None:
+    """Checks, then the Runner; errors a user can fix end in one line (``reported``)."""
+    from mfuser_tools.workdir import acquire_work_dir
     found = earlier_checkpoints(cfg.work_dir)
     if found and not cfg.get('resume') and not args.overwrite:
         sys.exit(f'error: work dir {cfg.work_dir!r} already holds checkpoints of an earlier run '
@@ -131,39 +182,29 @@ def main(argv=None):
     import mfuser  # noqa: F401  registers the modules
     from mfuser.engine.checkpoint import install_safe_loader
     install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
-    from mfuser_tools.preflight import ConfigCheckError, check_config
+    from mfuser_tools.preflight import check_config
     if not args.no_preflight:
-        try:
-            check_config(cfg, 'train')
-        except ConfigCheckError as exc:
-            sys.exit(f'error: {exc}')
+        check_config(cfg, 'train')
     if main_rank:  # one training per work dir; released when this process ends, however
-        try:
-            acquire_work_dir(cfg.work_dir)
-        except WorkDirBusy as exc:
-            sys.exit(f'error: {exc}')
+        acquire_work_dir(cfg.work_dir)
+        from mfuser.engine.atomic import remove_stale_parts
+        for name in remove_stale_parts(cfg.work_dir):  # cut off by a killed run
+            print_log(f'removed {name}: a checkpoint write cut off by an earlier run',
+                      logger='current', level=logging.WARNING)
     add_nonfinite_guard(cfg, args.skip_nonfinite)
+    add_atomic_checkpoints(cfg)
+    resume = resume_from(cfg) if cfg.get('resume') else None
     from mfuser_tools.distributed import default_sync_bn, setup_cpu_distributed
     default_sync_bn(cfg, enabled=not args.no_sync_bn)  # multi-GPU: SyncBN in the necks
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if cfg.get('resume'):  # mmengine resumes non-strictly; a mismatch fails later, obscurely
-        from mmengine.runner import find_latest_checkpoint
-
+    if resume:  # mmengine resumes non-strictly; a mismatch fails later, obscurely
         from mfuser.engine import CheckpointError, require_matching_checkpoint
-        path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
-        if path:
-            try:
-                require_matching_checkpoint(runner.model, path, cfg)
-            except CheckpointError as exc:
-                sys.exit(f'error: cannot resume: {exc}')
-    from mfuser.datasets import DataFileError
-    from mfuser.engine.nonfinite import NonFiniteLossError
-    from mfuser_tools.preflight import one_line
-    try:
-        runner.train()
-    except (NonFiniteLossError, DataFileError) as exc:
-        sys.exit(f'error: {one_line(exc)}')
+        try:
+            require_matching_checkpoint(runner.model, resume, cfg)
+        except CheckpointError as exc:
+            raise CheckpointError(f'cannot resume: {exc}') from exc
+    runner.train()
     print_log(f'checkpoints and logs: {osp.abspath(cfg.work_dir)}', logger='current')
 
 

@@ -63,7 +63,12 @@ class DGIoUMetric(IoUMetric):
         train_data: free text naming what the model was trained on (e.g. the sources of a
             multi-source run), logged with the table and stored in the JSON.
         output_dir: also save every prediction as a train-ID PNG,
-            ``<output_dir>/<domain>/<image name>.png`` (``tools/test.py --out``).
+            ``<output_dir>/<domain>/<image path>.png`` (``tools/test.py --out``): the image's
+            path below the first of ``output_roots`` that holds it (sub-folders kept, so
+            ``val/a/X.png`` and ``val/b/X.png`` stay apart), else its file name; a name that
+            another image of the run already took gets a hash of the image path added. Each
+            file is written under a temporary name and renamed (complete or absent).
+        output_roots: the image folders of the test sets (``tools/test.py`` sets them).
         format_only: only save the predictions (needs ``output_dir``; no ground truth is
             read and no metric is computed), e.g. for a benchmark server.
         ignore_index, nan_to_num, collect_device, prefix: as for mmseg's ``IoUMetric``.
@@ -73,6 +78,7 @@ class DGIoUMetric(IoUMetric):
                  domain_prefixes: dict | None = None,
                  eval_classes: Sequence[str] | None = None,
                  output_file: str | None = None, protocol: str | None = None,
+                 output_roots: Sequence[str] | None = None,
                  mean_domains: Sequence[str] | None = None,
                  pooled_domains: dict | None = None, train_data: str | None = None,
                  **kwargs) -> None:
@@ -88,6 +94,10 @@ class DGIoUMetric(IoUMetric):
         self.eval_classes = list(eval_classes) if eval_classes else None
         self.output_file = output_file
         self.protocol = protocol
+        # deepest first, so that a nested image folder wins over its parent
+        self.output_roots = sorted((osp.abspath(r) for r in output_roots or ()),
+                                   key=len, reverse=True)
+        self._saved: dict[str, str] = {}  # output file -> the image it was made from
         self.mean_domains = list(mean_domains) if mean_domains else None
         self.pooled_domains = {str(k): list(v) for k, v in (pooled_domains or {}).items()}
         self.train_data = train_data
@@ -130,17 +140,31 @@ class DGIoUMetric(IoUMetric):
             areas = self.intersect_and_union(pred_label, label, num_classes, self.ignore_index)
             self.results.append((domain, *areas))
 
+    def prediction_file(self, img_path: str, domain: str) -> str:
+        """Where the prediction of ``img_path`` goes (see ``output_dir``); never a file that
+        another image of this run was saved to."""
+        import hashlib
+        path = osp.abspath(img_path)
+        root = next((r for r in self.output_roots if path.startswith(osp.join(r, ''))), None)
+        name = osp.splitext(osp.relpath(path, root) if root else osp.basename(path))[0]
+        out = osp.join(self.output_dir, domain, f'{name}.png')
+        if self._saved.setdefault(out, path) != path:
+            digest = hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:8]
+            out = osp.join(self.output_dir, domain, f'{name}_{digest}.png')
+            self._saved[out] = path
+        return out
+
     def _save_prediction(self, pred_label: torch.Tensor, data_sample: dict,
                          domain: str) -> None:
-        """Write the (H, W) train-ID prediction as ``<output_dir>/<domain>/<name>.png``."""
+        """Write the (H, W) train-ID prediction to :meth:`prediction_file`, atomically."""
         from PIL import Image
-        out_dir = osp.join(self.output_dir, domain)
-        os.makedirs(out_dir, exist_ok=True)
-        name = osp.splitext(osp.basename(data_sample['img_path']))[0]
+
+        from mfuser.engine.atomic import atomic_open
         mask = pred_label.cpu().numpy()
         if data_sample.get('reduce_zero_label', False):
             mask = mask + 1
-        Image.fromarray(mask.astype(np.uint8)).save(osp.join(out_dir, f'{name}.png'))
+        with atomic_open(self.prediction_file(data_sample['img_path'], domain)) as f:
+            Image.fromarray(mask.astype(np.uint8)).save(f, format='PNG')
 
     def _domain_order(self, results: list) -> list[str]:
         order = list(self.domains or (self.dataset_meta or {}).get('domains') or [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import os.path as osp
+import re
 from collections.abc import Mapping, Sequence
 
 
@@ -56,6 +57,70 @@ def _dataset_problems(cfg, loader_key: str) -> list[str]:
                 if not osp.isdir(full):
                     problems.append(f'{path}.data_prefix.{kind}: {full!r} does not exist '
                                     f'({_layout_hint(node, root, kind)}).')
+    return problems
+
+
+def _sample_problems(cfg, loader_key: str) -> list[str]:
+    """Every evaluation data set of ``loader_key`` lists images, and each has its label file
+    (unless the evaluator only writes predictions, ``format_only``): the data sets are built
+    here (file lists only, no pipeline), before any model."""
+    import copy
+
+    from mmseg.registry import DATASETS
+    loader = cfg.get(loader_key)
+    if not loader:
+        return []
+    evaluators = cfg.get(loader_key.replace('_dataloader', '_evaluator')) or []
+    if any(e.get('format_only') for e in (evaluators if isinstance(evaluators, list)
+                                          else [evaluators])):
+        return []
+    problems = []
+    for path, node in _walk(loader.get('dataset', {}), f'{loader_key}.dataset'):
+        root = node.get('data_root')
+        if not isinstance(root, str) or 'type' not in node or not osp.isdir(root):
+            continue  # a missing root is reported by _dataset_problems
+        spec = copy.deepcopy(dict(node))
+        spec.update(pipeline=[], lazy_init=False)
+        try:
+            data = DATASETS.build(spec)
+            infos = [data.get_data_info(i) for i in range(len(data))]
+        except FileNotFoundError as exc:
+            problems.append(f'{path}: {one_line(exc)}')
+            continue
+        except Exception:  # noqa: BLE001 - not a file list this check understands
+            continue
+        if not infos:
+            prefix = (node.get('data_prefix') or {}).get('img_path', '')
+            problems.append(f'{path}: no images in {osp.join(root, prefix)!r} (data set '
+                            f'{node["type"]}; {_layout_hint(node, root, "img_path")}).')
+            continue
+        missing = [d for d in infos if isinstance(d.get('seg_map_path'), str)
+                   and not osp.isfile(d['seg_map_path'])]
+        if missing:
+            problems.append(
+                f'{path}: {len(missing)} of {len(infos)} images have no label file, e.g. '
+                f'{missing[0]["seg_map_path"]!r} for {missing[0].get("img_path")!r} '
+                f'({_layout_hint(node, root, "seg_map_path")}).')
+    return problems
+
+
+def _schedule_problems(cfg) -> list[str]:
+    """Training settings that cannot train: no iterations, a negative learning rate or
+    weight decay."""
+    problems = []
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_iters', 'max_epochs'):
+        value = train_cfg.get(key)
+        if isinstance(value, (int, float)) and value <= 0:
+            problems.append(f'train_cfg.{key} = {value}: nothing would be trained; set a '
+                            f'positive number (--cfg-options train_cfg.{key}=N)')
+    optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer') or {}
+    for key, what in (('lr', 'learning rate'), ('weight_decay', 'weight decay')):
+        value = optimizer.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            problems.append(f'optim_wrapper.optimizer.{key} = {value}: a {what} cannot be '
+                            f'negative; set --cfg-options optim_wrapper.optimizer.{key}=<value '
+                            '>= 0>')
     return problems
 
 
@@ -377,8 +442,10 @@ def load_config(path: str, cfg_options: Mapping | None = None,
 
 
 def check_config(cfg, stage: str) -> None:
-    """Raise :class:`ConfigCheckError` listing every missing data root / weight file (and a
-    forced scan backend or AMP this machine cannot run).
+    """Raise :class:`ConfigCheckError` listing every missing data root / weight file, an
+    evaluation set without images or with images lacking their label files, a training
+    schedule that cannot train (no iterations, a negative learning rate), and a forced scan
+    backend or AMP this machine cannot run.
 
     Args:
         cfg: an mmengine Config.
@@ -392,6 +459,10 @@ def check_config(cfg, stage: str) -> None:
     problems = []
     for key in loaders:
         problems += _dataset_problems(cfg, key)
+        if key != 'train_dataloader':
+            problems += _sample_problems(cfg, key)
+    if stage == 'train':
+        problems += _schedule_problems(cfg)
     problems += _weight_problems(cfg)
     problems += _runtime_problems(cfg, stage)
     if problems:
@@ -399,11 +470,16 @@ def check_config(cfg, stage: str) -> None:
                                '\n  - '.join(problems))
 
 
+# mmengine's registry re-raises a build error as type(e)(f'class `X` in a/b.py: {e}')
+_REGISTRY_PREFIX = re.compile(r'^(?:class `\w+` in [^:]+\.py: )+')
+
+
 def one_line(exc: BaseException) -> str:
     """The message of ``exc``; for an error re-raised from a data loader worker (whose text
-    is the worker's traceback) the last line, without the exception's type."""
+    is the worker's traceback) the last line, without the exception's type; without the
+    ``class `X` in x.py:`` prefixes that mmengine's registry adds to build errors."""
     text = str(exc).strip()
     if 'Original Traceback' in text:
         text = text.splitlines()[-1]
         text = text.split(': ', 1)[1] if ': ' in text else text
-    return text
+    return _REGISTRY_PREFIX.sub('', text)
