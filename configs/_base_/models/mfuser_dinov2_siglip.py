@@ -11,7 +11,8 @@
 #   SigLIP file (model.text_encoder.checkpoint), as the release reads them.
 # The release's adapter_proj1/2/3 are built but unused by its forward; the converter drops them.
 # Its text tokens come from the Hugging Face SigLIP tokenizer: give a local tokenizer directory
-# (model.text_encoder.tokenizer).
+# (model.text_encoder.tokenizer), or the class names' ids it makes (one row of 5 per class) as
+# model.text_encoder.token_ids with model.text_encoder.tokenizer=None (no directory needed).
 # Pretrained weights (local files, never downloaded): DINOv2, the open_clip / timm SigLIP file
 # (visual + text towers, logit_scale / logit_bias) and its tokenizer directory.
 _base_ = ['./mfuser_dinov2_eva02.py']
