@@ -14,11 +14,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from analysis import official_parity as op  # tools/ is on the test path (conftest)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REAL = osp.join(osp.dirname(REPO), 'shared', 'data', 'real', 'cityscapes')
-sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
-import official_parity as op  # noqa: E402
 
 CROP = (slice(256, 768), slice(768, 1280))  # rows, cols of the golden crop (x=768, y=256)
 
