@@ -420,6 +420,10 @@ def test_test_py_missing_labels_or_images_end_in_one_line(workspace, tmp_path):
                      f'test_dataloader.dataset.datasets.1.data_root={bad}'], cwd=workspace)
     msg = error_lines(proc)
     assert 'test_dataloader.dataset.datasets.1' in msg and 'images/10k/val' in msg
+    proc = run_tool([test, DEMO, ckpt, '--work-dir', str(tmp_path / 'wd3'), '--debug',
+                     '--cfg-options', f'test_dataloader.dataset.datasets.1.data_root={bad}'],
+                    cwd=workspace)
+    assert proc.returncode != 0 and 'Traceback' in proc.stderr  # --debug: the traceback
 
 
 @pytest.mark.slow

@@ -137,18 +137,14 @@ def main(argv=None):
     import mfuser  # noqa: F401  registers the modules
     from mfuser.engine.checkpoint import install_safe_loader
     install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
-    from mfuser.engine import CheckpointError, require_matching_checkpoint, skip_pretrained_held_by
-    from mfuser_tools.preflight import ConfigCheckError, check_config
-    try:
+    from mfuser.engine import require_matching_checkpoint, skip_pretrained_held_by
+    from mfuser_tools.preflight import check_config
+    from mfuser_tools.reporting import reported
+    with reported(args.debug):  # a refused checkpoint, missing data: one line
         for key in skip_pretrained_held_by(cfg, args.checkpoint):
             print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
-    except CheckpointError as exc:
-        sys.exit(f'error: {exc}')
-    if not args.no_preflight:
-        try:
+        if not args.no_preflight:
             check_config(cfg, 'test')
-        except ConfigCheckError as exc:
-            sys.exit(f'error: {exc}')
     from mfuser_tools.distributed import setup_cpu_distributed
     setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
     model_cfg = copy.deepcopy(cfg)  # the plain model's config (pretrained files), also --tta
@@ -157,7 +153,6 @@ def main(argv=None):
             use_tta(cfg)
         except ValueError as exc:
             sys.exit(f'error: {exc}')
-    from mfuser_tools.reporting import reported
     with reported(args.debug):  # a refused file, a bad image/label, a full disk: one line
         runner = Runner.from_cfg(cfg)
         # mmengine loads it non-strictly: a mismatch would test a partly random model
