@@ -6,7 +6,7 @@
 #   python tools/train.py configs/mfuser_eva02_cityscapes_acdc.py
 #   python tools/test.py  configs/mfuser_eva02_cityscapes_acdc.py CKPT          # ACDC val
 #   python tools/test.py  configs/mfuser_eva02_cityscapes_acdc.py CKPT \
-#       --format-only --out work_dirs/acdc_submission                            # test server
+#       --format-only --out acdc_submission   # test server: <work_dir>/acdc_submission
 _base_ = [
     './_base_/models/mfuser_dinov2_eva02.py',
     './_base_/datasets/dg_cityscapes_to_acdc.py',

@@ -120,6 +120,34 @@ def test_torchscript_weights_are_read_without_running_the_archives_code(tmp_path
     assert 'MFUSER_TRUST_CHECKPOINTS=1' in msg  # the explicit opt-in
 
 
+def test_a_crafted_archive_cannot_change_the_reader_for_later_files(tmp_path):
+    """A data.pkl that BUILDs into the reader's storage types or helpers is refused, and the
+    next archive still reads (nothing shared was modified)."""
+    import zipfile
+
+    from mfuser.models import torchscript_weights as tw
+    plain = torch.jit.script(_Plain())
+    plain.save(str(tmp_path / 'plain.pt'))
+    with zipfile.ZipFile(tmp_path / 'plain.pt') as src:
+        names = src.namelist()
+        pkl = next(n for n in names if n.endswith('/data.pkl'))
+        crafted = {  # GLOBAL torch FloatStorage, {'dtype': 1}, BUILD
+            'storage': b'\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeK\x01sb.',
+            # GLOBAL torch._utils _rebuild_tensor_v2, (None, {'__defaults__': ()}), BUILD
+            'helper': (b'\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00'
+                       b'__defaults__)s\x86b.')}
+        for label, payload in crafted.items():
+            bad = tmp_path / f'{label}.pt'
+            with zipfile.ZipFile(bad, 'w') as dst:
+                for n in names:
+                    dst.writestr(n, payload if n == pkl else src.read(n))
+            with pytest.raises(tw.TorchScriptReadError):
+                tw.read_torchscript_weights(str(bad))
+    state = tw.read_torchscript_weights(str(tmp_path / 'plain.pt'))
+    for key, value in plain.state_dict().items():
+        assert torch.equal(state[key], value), key
+
+
 def test_refused_pretrained_pickle_is_one_clear_error_never_a_jit_load(tmp_path):
     from mfuser.models import pretrained as P
     path = refused_pickle(tmp_path / 'dinov2.pth')

@@ -201,14 +201,6 @@ def test_unknown_backend_is_rejected(monkeypatch):
         ss.active_backend('cpu')
 
 
-def test_forced_mamba_ssm_unavailable_names_install(monkeypatch):
-    monkeypatch.setattr(ss, '_mamba_fn', None)
-    monkeypatch.setattr(ss, '_mamba_error', f'mamba-ssm is not installed ({ss.MAMBA_INSTALL})')
-    args = _inputs(1, 2, 4, 3)
-    with pytest.raises(RuntimeError, match='MAMBA_KEEP_CUDA_BUILD=TRUE pip install mamba-ssm'):
-        selective_scan_fn(**args, backend='mamba_ssm')
-
-
 def test_forced_mamba_ssm_needs_cuda_tensors(monkeypatch):
     monkeypatch.setattr(ss, '_mamba_fn', lambda *a, **k: None)
     with pytest.raises(RuntimeError, match='needs CUDA tensors'):

@@ -157,6 +157,22 @@ def test_mvfuser_with_triton_equals_cpp():
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize('context', ['no_grad', 'inference_mode', 'meta_default_device'])
+def test_the_backend_test_call_works_whatever_the_callers_mode(monkeypatch, context):
+    """The first scan (which runs the one-off test call of a backend) may come from inside
+    torch.no_grad() (validation, inference_model) or a meta-device block (the converter's
+    shape check): the test call must still pass for a working backend, not demote it."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda *a: None)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a: 'test device')
+    monkeypatch.setattr(ss, '_PROBE_DEVICE', DEVICE)  # the interpreter's CPU tensors
+    monkeypatch.setattr(ss, '_probe_results', {})
+    ctx = {'no_grad': torch.no_grad, 'inference_mode': torch.inference_mode,
+           'meta_default_device': lambda: torch.device('meta')}[context]
+    with ctx():
+        assert ss._probe_cuda('triton') is None
+
+
 def test_selection_and_errors(monkeypatch):
     monkeypatch.setenv(ss.ENV_VAR, 'triton')
     assert ss.active_backend(DEVICE) == 'triton'

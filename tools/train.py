@@ -36,7 +36,8 @@ def parse_args(argv=None):
                         help='multi-GPU runs keep plain per-GPU BatchNorm in the necks '
                         '(default: SyncBN, as the release trained)')
     parser.add_argument('--no-preflight', action='store_true',
-                        help='skip the check for data roots and weight files')
+                        help='skip the pre-run checks (data roots and files, weight files, '
+                        'schedule values such as max_iters and the learning rate)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (e.g. '
                         'train_cfg.max_iters=1000 model.backbone.with_cp=True)')

@@ -35,7 +35,7 @@ class MultiSourceRareClassDataset:
     Args:
         datasets: the source data set configs (or instances), each with its own pipeline.
         sources: one name per source (default: each data set's ``domain``); logged with the
-            class statistics and stored in every drawn sample's ``source``/``last_choice``.
+            class statistics; the last draw is kept as ``last_choice`` = (class, source, index).
         min_pixels, temperature, min_crop_ratio, max_retries, nproc: as for
             :class:`RareClassSampledDataset`, for every source.
         seed: seeds the wrapper's draws (as :class:`RareClassSampledDataset`).

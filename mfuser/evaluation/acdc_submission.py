@@ -21,6 +21,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
 from mmseg.registry import METRICS
 
+from mfuser.engine.atomic import atomic_open
+
 IMAGE_ROOT = 'rgb_anon'
 
 
@@ -92,19 +94,17 @@ class ACDCSubmissionWriter(BaseMetric):
             if self._lut is not None:
                 pred = self._lut[pred]
             path = osp.join(self.output_dir, *rel.split('/'))
-            os.makedirs(osp.dirname(path), exist_ok=True)
-            Image.fromarray(pred).save(path)
+            with atomic_open(path) as f:  # complete or absent
+                Image.fromarray(pred).save(f, format='PNG')
             self.results.append(rel)
 
     def compute_metrics(self, results: list) -> dict:
         logger: MMLogger = MMLogger.get_current_instance()
         rels = sorted(set(results))
         archive = osp.join(self.output_dir, self.zip_name)
-        tmp = f'{archive}.tmp{os.getpid()}'
-        with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED) as zf:
+        with atomic_open(archive) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_DEFLATED) as zf:
             for rel in rels:
                 zf.write(osp.join(self.output_dir, *rel.split('/')), rel)
-        os.replace(tmp, archive)
         per_condition = Counter(r.split('/')[0] for r in rels)
         ids = 'Cityscapes label IDs' if self.label_ids else 'train IDs'
         print_log(f'ACDC submission: {len(rels)} predictions ({ids}; '

@@ -50,8 +50,8 @@ class _StorageType:
     def __init__(self, dtype: torch.dtype):
         self.dtype = dtype
 
-
-_STORAGE_TYPES = {name: _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()}
+    def __setstate__(self, state):  # a BUILD opcode aimed at it
+        raise TorchScriptReadError('its data.pkl tries to modify a storage type')
 
 
 class _ScriptObject:
@@ -79,17 +79,20 @@ class _WeightsUnpickler(pickle.Unpickler):
         self._archive, self._root = archive, root
         self._classes: dict[str, type] = {}
         self._storages: dict[str, torch.Tensor] = {}
+        # this reader's own objects: a crafted data.pkl can modify nothing outside it
+        self._storage_types = {n: _StorageType(d) for n, d in _STORAGE_DTYPES.items()}
 
     def find_class(self, module, name):
+        # bound methods, created anew each time, have no attributes a BUILD could set
         if (module, name) == ('torch._utils', '_rebuild_tensor_v2'):
-            return _rebuild_tensor
+            return self._rebuild_tensor
         if (module, name) == ('collections', 'OrderedDict'):
             return OrderedDict
-        if module == 'torch' and name in _STORAGE_TYPES:
-            return _STORAGE_TYPES[name]
+        if module == 'torch' and name in self._storage_types:
+            return self._storage_types[name]
         if module == 'torch.jit._pickle' and (name in _LIST_BUILDERS or
                                               name == 'restore_type_tag'):
-            return _identity
+            return self._identity
         if module == '__torch__' or module.startswith('__torch__.'):
             qualname = f'{module}.{name}'
             if qualname not in self._classes:
@@ -97,6 +100,12 @@ class _WeightsUnpickler(pickle.Unpickler):
             return self._classes[qualname]
         raise TorchScriptReadError(f'its data.pkl needs {module}.{name}, which is neither a '
                                    'tensor nor a TorchScript module')
+
+    def _rebuild_tensor(self, *args):
+        return _rebuild_tensor(*args)
+
+    def _identity(self, *args):
+        return _identity(*args)
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == 'storage'
@@ -187,7 +196,7 @@ def read_torchscript_weights(path: str) -> dict[str, torch.Tensor]:
                 top = _WeightsUnpickler(f, archive, root).load()
             names = _state_names(archive, root)
     except (zipfile.BadZipFile, KeyError, EOFError, pickle.UnpicklingError, ValueError,
-            TypeError, RuntimeError) as exc:
+            TypeError, AttributeError, RuntimeError) as exc:
         if isinstance(exc, TorchScriptReadError):
             raise
         raise TorchScriptReadError(f'damaged archive ({type(exc).__name__}: '

@@ -160,6 +160,12 @@ def _load_triton():
     global _triton_fn, _triton_error
     if _triton_fn is None and _triton_error is None:
         try:
+            import triton
+            major = int(triton.__version__.split('.')[0])
+            if major < 3:  # tuple scans in reverse: Triton 3.0 (torch >= 2.4)
+                _triton_error = (f'Triton {triton.__version__} is too old: the kernels need '
+                                 'Triton >= 3.0, which comes with torch >= 2.4')
+                return None
             from .selective_scan_triton import selective_scan_triton
             _triton_fn = selective_scan_triton
         except Exception as exc:  # noqa: BLE001 - ImportError, or a broken Triton install
@@ -175,9 +181,14 @@ def _version(module: str) -> str:
         return '(unknown version)'
 
 
+_PROBE_DEVICE = 'cuda'
+
+
 def _probe_cuda(name: str) -> str | None:
     """Run backend ``name`` once on a small CUDA problem (forward and backward) against the
-    reference; None when it works, else why not. Only on a real CUDA device, once each."""
+    chunked scan; None when it works, else why not. Only on a real CUDA device, once each,
+    whatever the caller's grad / inference / autocast / default-device state (the first call
+    may come from inside ``torch.no_grad()`` or a ``torch.device('meta')`` block)."""
     if name in _probe_results:
         return _probe_results[name]
     if not torch.cuda.is_available():
@@ -185,18 +196,22 @@ def _probe_cuda(name: str) -> str | None:
     _probe_results[name] = None  # the probe's own call must not probe again
     why = None
     try:
-        g = torch.Generator().manual_seed(0)
-        u, delta, B, C = (torch.randn(*s, generator=g).cuda() for s in
-                          ((1, 4, 33), (1, 4, 33), (1, 4, 33), (1, 4, 33)))
-        A = (-torch.rand(4, 4, generator=g) - 0.5).cuda()
-        u.requires_grad_()
-        y = selective_scan_fn(u, delta, A, B, C, delta_softplus=True, backend=name)
-        y.sum().backward()
-        ref = selective_scan_fn(u.detach(), delta, A, B, C, delta_softplus=True,
-                                backend='chunked')
-        torch.cuda.synchronize()
-        if not torch.allclose(y.float(), ref.float(), rtol=1e-3, atol=1e-3):
-            why = 'gave wrong values in a test call'
+        with torch.inference_mode(False), torch.enable_grad(), \
+                torch.autocast('cuda', enabled=False):
+            g = torch.Generator().manual_seed(0)
+            u, delta, B, C = (torch.randn(1, 4, 33, generator=g, device='cpu').to(
+                _PROBE_DEVICE) for _ in range(4))
+            A = (-torch.rand(4, 4, generator=g, device='cpu') - 0.5).to(_PROBE_DEVICE)
+            u.requires_grad_()
+            y = selective_scan_fn(u, delta, A, B, C, delta_softplus=True, backend=name)
+            y.sum().backward()
+            ref = selective_scan_fn(u.detach(), delta, A, B, C, delta_softplus=True,
+                                    backend='chunked')
+            torch.cuda.synchronize()
+            if u.grad is None or not torch.isfinite(u.grad).all():
+                why = 'gave no finite gradient in a test call'
+            elif not torch.allclose(y.float(), ref.float(), rtol=1e-3, atol=1e-3):
+                why = 'gave wrong values in a test call'
     except Exception as exc:  # noqa: BLE001 - no kernel image for this GPU, ...
         why = f'failed a test call on {torch.cuda.get_device_name()}: ' + \
             f'{type(exc).__name__}: {exc}'.splitlines()[0]
@@ -481,27 +496,11 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if name == 'mamba_ssm':
         return _mamba_fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                          delta_softplus=delta_softplus, return_last_state=return_last_state)
-    with _autocast_off(u.device.type):
+    # autocast would lower the chunked scan's einsum (a bmm) to fp16/bf16: keep float32
+    with (torch.autocast(u.device.type, enabled=False) if u.device.type in ('cuda', 'cpu')
+          else contextlib.nullcontext()):
         y, last = _scan(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return (y, last) if return_last_state else y
-
-
-@contextlib.contextmanager
-def _autocast_off(device_type: str):
-    """Autocast would lower the chunked scan's einsum (a bmm) to fp16/bf16; keep fp32."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-    except (TypeError, RuntimeError):  # torch < 2.4: no device argument
-        enabled = {'cuda': torch.is_autocast_enabled, 'cpu': torch.is_autocast_cpu_enabled}.get(
-            device_type, lambda: False)()
-    if not enabled:
-        yield
-        return
-    torch.set_autocast_enabled(device_type, False)
-    try:
-        yield
-    finally:
-        torch.set_autocast_enabled(device_type, True)
 
 
 def _scan(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus):

@@ -7,7 +7,7 @@
 # Test protocol: the release's (tqdm/MFuser) rule for targets - ACDC at its native 1920x1080,
 # Cityscapes at 2048x1024 (keep ratio), slide inference 512 / stride 341.
 # ACDC test-server submission (unlabelled test split; data/README.md):
-#   python tools/test.py CONFIG CKPT --format-only --out work_dirs/acdc_submission
+#   python tools/test.py CONFIG CKPT --format-only --out acdc_submission  (under the work dir)
 # uses format_only_dataloader / format_only_evaluator below instead of the val split.
 _base_ = ['./cityscapes.py', './acdc.py']
 train_dataloader = dict(
