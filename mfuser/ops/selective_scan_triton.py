@@ -74,6 +74,44 @@ def _delta(delta_ptr, bias_ptr, row, d, t, mask, HAS_BIAS: tl.constexpr,
 
 
 @triton.jit
+def _chunk_tile(dim, seqlen, dstate, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_D: tl.constexpr):
+    """This program's chunk index, batch row b and first channel d0; its time steps t (T,) and
+    states n (N,) with their masks; the offsets of its (T, N) tile of B / C and that tile's
+    mask."""
+    chunk = tl.program_id(0)
+    n_dblocks = tl.cdiv(dim, BLOCK_D)
+    b = tl.program_id(1) // n_dblocks
+    d0 = (tl.program_id(1) % n_dblocks) * BLOCK_D
+    t = chunk * BLOCK_T + tl.arange(0, BLOCK_T)
+    n = tl.arange(0, BLOCK_N)
+    t_ok = t < seqlen
+    n_ok = n < dstate
+    bc = b * dstate * seqlen + n[None, :] * seqlen + t[:, None]
+    tn_ok = t_ok[:, None] & n_ok[None, :]
+    return chunk, b, d0, t, n, t_ok, n_ok, bc, tn_ok
+
+
+@triton.jit
+def _scan_chunk(u_ptr, delta_ptr, bias_ptr, Ad, Bt, h0, row, d, t, m,
+                HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, FROM_STATE: tl.constexpr,
+                BLOCK_T: tl.constexpr):
+    """One channel's recurrence over the chunk: decays a = exp(delta * A) and inputs
+    x = delta * u * B (T, N), scanned from the state h0 (N,) before the chunk (FROM_STATE) or
+    from zero. Returns u, delta, raw delta (T,), x, the running decay product P and the
+    states H (T, N)."""
+    u = tl.load(u_ptr + row + t, mask=m, other=0.0).to(tl.float32)
+    dt, raw = _delta(delta_ptr, bias_ptr, row, d, t, m, HAS_BIAS, SOFTPLUS)
+    a = tl.exp(dt[:, None] * Ad[None, :])                                      # (T, N)
+    x = (dt * u)[:, None] * Bt
+    x0 = x
+    if FROM_STATE:
+        x0 = tl.where((tl.arange(0, BLOCK_T) == 0)[:, None], x + a * h0[None, :], x)
+    P, H = tl.associative_scan((a, x0), 0, _linear_recurrence)
+    return u, dt, raw, x, P, H
+
+
+@triton.jit
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
                 decay_ptr, state_ptr, dim, seqlen, dstate, n_chunks,
                 HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -81,17 +119,8 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
                 BLOCK_D: tl.constexpr):
     """Pass 1 (OUTPUT=False): per chunk, total decay and end state from a zero start.
     Pass 3 (OUTPUT=True): per chunk, the scan from the saved start state, and y."""
-    chunk = tl.program_id(0)
-    n_dblocks = tl.cdiv(dim, BLOCK_D)
-    b = tl.program_id(1) // n_dblocks
-    d0 = (tl.program_id(1) % n_dblocks) * BLOCK_D
-    rows = tl.arange(0, BLOCK_T)
-    t = chunk * BLOCK_T + rows
-    n = tl.arange(0, BLOCK_N)
-    t_ok = t < seqlen
-    n_ok = n < dstate
-    bc = b * dstate * seqlen + n[None, :] * seqlen + t[:, None]
-    tn_ok = t_ok[:, None] & n_ok[None, :]
+    chunk, b, d0, t, n, t_ok, n_ok, bc, tn_ok = _chunk_tile(dim, seqlen, dstate, BLOCK_T,
+                                                            BLOCK_N, BLOCK_D)
     Bt = tl.load(B_ptr + bc, mask=tn_ok, other=0.0).to(tl.float32)          # (T, N)
     if OUTPUT:
         Ct = tl.load(C_ptr + bc, mask=tn_ok, other=0.0).to(tl.float32)
@@ -100,24 +129,22 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
         d_ok = d < dim
         row = (b * dim + d) * seqlen
         m = t_ok & d_ok
-        u = tl.load(u_ptr + row + t, mask=m, other=0.0).to(tl.float32)
-        dt, _ = _delta(delta_ptr, bias_ptr, row, d, t, m, HAS_BIAS, SOFTPLUS)
-        Ad = tl.load(A_ptr + d * dstate + n, mask=n_ok & d_ok, other=0.0).to(tl.float32)
-        a = tl.exp(dt[:, None] * Ad[None, :])                                  # (T, N)
-        x = (dt * u)[:, None] * Bt
         s_off = ((b * dim + d) * n_chunks + chunk) * dstate + n
         s_ok = n_ok & d_ok
+        Ad = tl.load(A_ptr + d * dstate + n, mask=s_ok, other=0.0).to(tl.float32)
         if OUTPUT:
             h0 = tl.load(state_ptr + s_off, mask=s_ok, other=0.0)
-            x = tl.where(rows[:, None] == 0, x + a * h0[None, :], x)
-        P, H = tl.associative_scan((a, x), 0, _linear_recurrence)
+        else:
+            h0 = tl.zeros_like(Ad)
+        u, _, _, _, P, H = _scan_chunk(u_ptr, delta_ptr, bias_ptr, Ad, Bt, h0, row, d, t, m,
+                                       HAS_BIAS, SOFTPLUS, OUTPUT, BLOCK_T)
         if OUTPUT:
             y = tl.sum(H * Ct, axis=1)
             if HAS_D:
                 y += tl.load(D_ptr + d, mask=d_ok, other=0.0).to(tl.float32) * u
             tl.store(y_ptr + row + t, y.to(y_ptr.dtype.element_ty), mask=m)
         else:
-            end = rows[:, None] == BLOCK_T - 1
+            end = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
             tl.store(decay_ptr + s_off, tl.sum(tl.where(end, P, 0.0), axis=0), mask=s_ok)
             tl.store(state_ptr + s_off, tl.sum(tl.where(end, H, 0.0), axis=0), mask=s_ok)
 
@@ -161,18 +188,10 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, gy_ptr,
     """Pass 1 (GRADS=False): per chunk, total decay and start value of the reverse scan of the
     state gradient from a zero end. Pass 3 (GRADS=True): the reverse scan from the gradient
     entering the chunk's end, the forward scan from the saved start state, every gradient."""
-    chunk = tl.program_id(0)
-    n_dblocks = tl.cdiv(dim, BLOCK_D)
-    b = tl.program_id(1) // n_dblocks
-    d0 = (tl.program_id(1) % n_dblocks) * BLOCK_D
+    chunk, b, d0, t, n, t_ok, n_ok, bc, tn_ok = _chunk_tile(dim, seqlen, dstate, BLOCK_T,
+                                                            BLOCK_N, BLOCK_D)
     rows = tl.arange(0, BLOCK_T)
-    t = chunk * BLOCK_T + rows
-    n = tl.arange(0, BLOCK_N)
-    t_ok = t < seqlen
     t1_ok = (t + 1) < seqlen
-    n_ok = n < dstate
-    bc = b * dstate * seqlen + n[None, :] * seqlen + t[:, None]
-    tn_ok = t_ok[:, None] & n_ok[None, :]
     Ct = tl.load(C_ptr + bc, mask=tn_ok, other=0.0).to(tl.float32)           # (T, N)
     if GRADS:
         Bt = tl.load(B_ptr + bc, mask=tn_ok, other=0.0).to(tl.float32)
@@ -197,13 +216,9 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, gy_ptr,
             xg = tl.where(rows[:, None] == BLOCK_T - 1, xg + a_next * g_in[None, :], xg)
         Q, G = tl.associative_scan((a_next, xg), 0, _linear_recurrence, reverse=True)
         if GRADS:
-            u = tl.load(u_ptr + row + t, mask=m, other=0.0).to(tl.float32)
-            dt, raw = _delta(delta_ptr, bias_ptr, row, d, t, m, HAS_BIAS, SOFTPLUS)
-            a = tl.exp(dt[:, None] * Ad[None, :])
-            x = (dt * u)[:, None] * Bt
             h0 = tl.load(state_ptr + s_off, mask=s_ok, other=0.0)
-            x0 = tl.where(rows[:, None] == 0, x + a * h0[None, :], x)
-            _, H = tl.associative_scan((a, x0), 0, _linear_recurrence)
+            u, dt, raw, x, _, H = _scan_chunk(u_ptr, delta_ptr, bias_ptr, Ad, Bt, h0, row, d,
+                                              t, m, HAS_BIAS, SOFTPLUS, True, BLOCK_T)
             gB_acc += G * (dt * u)[:, None]
             gC_acc += gy[:, None] * H
             GB = tl.sum(G * Bt, axis=1)
