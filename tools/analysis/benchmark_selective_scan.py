@@ -111,6 +111,7 @@ def gpu_rows(backends, shape, dtype, repeats, device='cuda'):
 
 
 def print_gpu_rows(title, rows):
+    """The rows of :func:`gpu_rows` as a Markdown table (peak memory 'n/a' off CUDA)."""
     first = next((r for r in rows if 'error' not in r), None)
     table = []
     for r in rows:
@@ -118,7 +119,8 @@ def print_gpu_rows(title, rows):
             table.append((r['backend'], '-', '-', '-', '-', r['error'][:90]))
             continue
         table.append((r['backend'], f"{r['forward_s'] * 1e3:.2f}", f"{r['backward_s'] * 1e3:.2f}",
-                      f"{r['total_s'] * 1e3:.2f}", f"{r['peak_mib']:.0f}",
+                      f"{r['total_s'] * 1e3:.2f}",
+                      'n/a' if r['peak_mib'] is None else f"{r['peak_mib']:.0f}",
                       f"{r['total_s'] / first['total_s']:.2f}x {first['backend']}"))
     print_table(title, ['backend', 'forward ms', 'backward ms', 'total ms', 'peak MiB',
                         'time vs first'], table)

@@ -38,7 +38,11 @@ import traceback
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-from benchmark_selective_scan import gpu_rows, make_inputs  # noqa: E402 (tools/analysis)
+from benchmark_selective_scan import (  # noqa: E402 (tools/analysis)
+    gpu_rows,
+    make_inputs,
+    print_gpu_rows,
+)
 from table import print_table  # noqa: E402
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -151,19 +155,7 @@ def section_scan_speed(device, smoke):
     for dname in ('fp32', 'bf16'):
         rows = gpu_rows(backends, shape, DTYPES[dname], 1 if smoke else 5, device=device)
         results[dname] = rows
-        table = []
-        first = next((r for r in rows if 'error' not in r), None)
-        for r in rows:
-            if 'error' in r:
-                table.append((r['backend'], '-', '-', '-', '-', r['error'][:80]))
-                continue
-            table.append((r['backend'], f"{r['forward_s'] * 1e3:.2f}",
-                          f"{r['backward_s'] * 1e3:.2f}", f"{r['total_s'] * 1e3:.2f}",
-                          _fmt(r['peak_mib'], '.0f'),
-                          f"{r['total_s'] / first['total_s']:.2f}x"))
-        print_table(f'Selective scan fwd+bwd at B,D,L,N={shape}, {dname} inputs',
-                    ['backend', 'forward ms', 'backward ms', 'total ms', 'peak MiB',
-                     f'time vs {first["backend"] if first else "-"}'], table)
+        print_gpu_rows(f'Selective scan fwd+bwd at B,D,L,N={shape}, {dname} inputs', rows)
     return results
 
 
