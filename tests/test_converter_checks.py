@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tool_scripts import tool
 
 from mfuser.datasets import label_maps as L
 from mfuser_tools import converters as C
@@ -190,11 +191,7 @@ def test_ctrl_c_stops_a_parallel_conversion_quickly_without_partial_files(tmp_pa
 
 
 def test_make_synthetic_data_rejects_impossible_arguments(capsys):
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    try:
-        from make_synthetic_data import parse_args
-    finally:
-        sys.path.pop(0)
+    parse_args = tool('make_synthetic_data').parse_args
     for argv, needle in ((['--num-train', '0'], '--num-train must be at least 1, got 0'),
                          (['--num-val', '-1'], '--num-val must be at least 1'),
                          (['--nproc', '0'], '--nproc must be at least 1'),

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from tool_scripts import main_in_process, tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(REPO, 'configs', 'mfuser_tiny_synthetic.py')
@@ -19,15 +20,6 @@ REAL = os.environ.get('MFUSER_REAL_DATA',
                       osp.join(osp.dirname(REPO), 'shared', 'data', 'real'))
 REAL_IMAGE = osp.join(REAL, 'cityscapes_mmseg_pseudo', 'leftImg8bit', 'val', 'frankfurt',
                       'frankfurt_000000_000294_leftImg8bit.png')  # 256x128
-
-
-def infer_module():
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    try:
-        import infer
-    finally:
-        sys.path.pop(0)
-    return infer
 
 
 def run_infer(args, cwd):
@@ -38,7 +30,7 @@ def run_infer(args, cwd):
 
 @pytest.mark.parametrize('value', ['1.5', '-0.1', 'abc'])
 def test_opacity_outside_0_1_is_rejected(value, capsys):
-    infer = infer_module()
+    infer = tool('infer')
     with pytest.raises(SystemExit) as info:
         infer.parse_args(['cfg.py', 'ckpt.pth', 'img.png', '--out-dir', 'o', '--opacity', value])
     assert info.value.code == 2
@@ -49,7 +41,7 @@ def test_opacity_outside_0_1_is_rejected(value, capsys):
 
 
 def test_output_names_keep_sub_folders_and_never_collide(tmp_path):
-    infer = infer_module()
+    infer = tool('infer')
     for rel in ('in/a/0001.png', 'in/b/0001.png', 'in/b/0002.png', 'in/b/0002.jpg',
                 'other/0001.png'):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -97,24 +89,11 @@ def test_corrupt_checkpoint_is_named_corrupt_without_suggesting_to_trust_it(tmp_
     assert not (tmp_path / 'out').exists()
 
 
-def main_in_process(infer, argv, capsys):
-    """``tools/infer.py`` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        code = infer.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    if isinstance(code, str):  # sys.exit('error: ...') prints the message and exits 1
-        return 1, out, err + code
-    return code, out, err
-
-
 @pytest.mark.skipif(not osp.isfile(REAL_IMAGE), reason='no real sample data (../shared)')
 def test_infer_keeps_folders_skips_bad_files_and_never_overwrites(tmp_path, capsys):
     from mmseg.apis import init_model
     from PIL import Image
-    infer = infer_module()
+    infer = tool('infer')
     model = init_model(infer.inference_config(DEMO), None, device='cpu')
     ckpt = tmp_path / 'tiny.pth'
     torch.save(model.state_dict(), ckpt)

@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.nn as nn
 from PIL import Image
+from tool_scripts import main_in_process, tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(REPO, 'configs', 'mfuser_tiny_synthetic.py')
@@ -33,15 +34,6 @@ BDD_JPEGS = sorted(glob.glob(osp.join(REAL, 'bdd100k', 'images', '10k', '*', '*.
 FAST = ['train_dataloader.batch_size=1', 'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
         'val_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1']
-
-
-def tool(name):
-    """Import ``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
 
 
 def run_tool(args, cwd, timeout=600, **kw):
@@ -241,11 +233,7 @@ def test_a_killed_write_leaves_the_old_file_and_its_part_is_cleaned_up(tmp_path)
 @pytest.mark.parametrize('umask', [0o022, 0o002])
 def test_converter_output_follows_the_umask(tmp_path, monkeypatch, umask):
     import mfuser.models.official_release as release
-    sys.path.insert(0, osp.join(REPO, 'tools', 'model_converters'))
-    try:
-        import mfuser2mmseg as conv
-    finally:
-        sys.path.pop(0)
+    conv = tool('model_converters/mfuser2mmseg')
     # the heavy parts (official key tables, the config's model) stubbed: the writing is real
     monkeypatch.setattr(release, 'convert_official_state_dict',
                         lambda state: (dict(state), {}, 'eva02'))
@@ -310,17 +298,6 @@ def workspace(tmp_path_factory):
     return root
 
 
-def _infer_in_process(argv, capsys):
-    infer = tool('infer')
-    capsys.readouterr()
-    try:
-        code = infer.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return (1, out, err + code) if isinstance(code, str) else (code, out, err)
-
-
 @pytest.mark.slow
 def test_infer_writes_one_result_per_input_for_twins(workspace, tmp_path, capsys):
     src = workspace / 'data/synthetic/cityscapes/leftImg8bit/val'
@@ -332,7 +309,7 @@ def test_infer_writes_one_result_per_input_for_twins(workspace, tmp_path, capsys
         image = Image.open(first[source]).convert('RGB')
         image.save(inp / name, format='JPEG' if name.endswith('.jpg') else 'PNG')
     out = tmp_path / 'out'
-    code, _, err = _infer_in_process([DEMO, str(workspace / 'demo.pth'), str(inp),
+    code, _, err = main_in_process(tool('infer'), [DEMO, str(workspace / 'demo.pth'), str(inp),
                                       '--out-dir', str(out)], capsys)
     assert code == 0, err[-3000:]
     results = sorted(osp.relpath(osp.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
@@ -366,7 +343,7 @@ def test_infer_turns_phone_photos_upright_for_prediction_and_overlay(workspace, 
     w, h = Image.open(BDD_JPEGS[0]).size
     assert upright.size == (h, w)  # orientation 6: turned by 90 degrees
     out = tmp_path / 'out'
-    code, _, err = _infer_in_process([DEMO, str(workspace / 'demo.pth'), str(inp),
+    code, _, err = main_in_process(tool('infer'), [DEMO, str(workspace / 'demo.pth'), str(inp),
                                       '--out-dir', str(out)], capsys)
     assert code == 0, err[-3000:]
     pred = Image.open(out / 'rotated_pred.png')
