@@ -42,8 +42,8 @@ in (0, 1] for A < 0; no cumulative sum is ever exponentiated, so long sequences 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -146,7 +146,8 @@ def _load_mamba():
                                 f'rebuild it against this torch: {MAMBA_INSTALL}')
             return None
         if getattr(interface, 'selective_scan_cuda', True) is None:
-            _mamba_error = (f'mamba-ssm {_version("mamba_ssm")} is installed without its CUDA '
+            version = getattr(sys.modules.get('mamba_ssm'), '__version__', '(unknown version)')
+            _mamba_error = (f'mamba-ssm {version} is installed without its CUDA '
                             f'selective-scan kernel (selective_scan_cuda is None): '
                             f'{MAMBA_INSTALL}')
             return None
@@ -172,13 +173,6 @@ def _load_triton():
             _triton_error = (f'Triton cannot be imported ({type(exc).__name__}: {exc}; it ships '
                              'with the CUDA builds of torch on Linux)').splitlines()[0]
     return _triton_fn
-
-
-def _version(module: str) -> str:
-    try:
-        return str(importlib.import_module(module).__version__)
-    except Exception:  # noqa: BLE001
-        return '(unknown version)'
 
 
 _PROBE_DEVICE = 'cuda'
