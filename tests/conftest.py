@@ -1,4 +1,5 @@
-"""Shared pytest set-up: deterministic seeds, CPU threads, and a `cuda` marker skip."""
+"""Shared pytest set-up: deterministic seeds, CPU threads, a `cuda` marker skip and the
+`needs_shared` marker (files of ../shared, see shared_files.py)."""
 import os
 import os.path as osp
 import shutil
@@ -34,8 +35,20 @@ if osp.dirname(osp.dirname(osp.abspath(mfuser.__file__))) != REPO:
 # Build configs in mmseg's scope (as tools/train.py does), so that 'SegDataPreProcessor',
 # 'CrossEntropyLoss', 'mmdet.DiceLoss' ... resolve.
 from mmseg.utils import register_all_modules  # noqa: E402
+from shared_files import shared_path  # noqa: E402
 
 register_all_modules(init_default_scope=True)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'needs_shared(*parts): needs ../shared/<parts> (skipped in a plain clone, '
+        'fails under CI=true; see tests/shared_files.py)')
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers('needs_shared'):
+        shared_path(*mark.args)
 
 
 @pytest.fixture(autouse=True)

@@ -15,18 +15,18 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from shared_files import shared_location
 from tool_scripts import tool
 
 from mfuser.datasets import label_maps as L
 from mfuser_tools import converters as C
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REAL = os.environ.get('MFUSER_REAL_DATA',
-                      osp.join(osp.dirname(REPO), 'shared', 'data', 'real'))
+REAL = shared_location('data', 'real')  # not checked here: pytestmark below does
 CITY_LABEL = 'gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png'
 MAPILLARY_NAME = '__CRyFzoDOXn6unQ6a3DnQ'
 
-pytestmark = pytest.mark.skipif(not osp.isdir(REAL), reason='no real sample data (../shared)')
+pytestmark = pytest.mark.needs_shared('data', 'real')
 
 
 def _tree(folder):

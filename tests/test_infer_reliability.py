@@ -12,14 +12,14 @@ import sys
 
 import pytest
 import torch
+from shared_files import shared_location
 from tool_scripts import main_in_process, tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(REPO, 'configs', 'mfuser_tiny_synthetic.py')
-REAL = os.environ.get('MFUSER_REAL_DATA',
-                      osp.join(osp.dirname(REPO), 'shared', 'data', 'real'))
-REAL_IMAGE = osp.join(REAL, 'cityscapes_mmseg_pseudo', 'leftImg8bit', 'val', 'frankfurt',
-                      'frankfurt_000000_000294_leftImg8bit.png')  # 256x128
+REAL_PARTS = ('data', 'real', 'cityscapes_mmseg_pseudo', 'leftImg8bit', 'val', 'frankfurt',
+              'frankfurt_000000_000294_leftImg8bit.png')  # 256x128
+REAL_IMAGE = shared_location(*REAL_PARTS)  # not checked; needs_shared(*REAL_PARTS) checks it
 
 
 def run_infer(args, cwd):
@@ -80,8 +80,11 @@ def test_corrupt_checkpoint_is_named_corrupt_without_suggesting_to_trust_it(tmp_
         msg = str(info.value)
         assert str(path) in msg and ('corrupt' in msg or 'not a PyTorch checkpoint' in msg)
         assert 'MFUSER_TRUST_CHECKPOINTS' not in msg and 'weights_only' not in msg, msg
-    # the tool says it in one line
-    proc = run_infer([DEMO, str(tmp_path / 'garbage_pickle.pth'), REAL_IMAGE, '--out-dir',
+    # the tool says it in one line (on a generated image: no ../shared needed)
+    from PIL import Image
+    image = tmp_path / 'image.png'
+    Image.new('RGB', (64, 32), (90, 120, 60)).save(image)
+    proc = run_infer([DEMO, str(tmp_path / 'garbage_pickle.pth'), str(image), '--out-dir',
                       str(tmp_path / 'out')], cwd=tmp_path)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith('error: ') and 'corrupt' in \
@@ -89,7 +92,7 @@ def test_corrupt_checkpoint_is_named_corrupt_without_suggesting_to_trust_it(tmp_
     assert not (tmp_path / 'out').exists()
 
 
-@pytest.mark.skipif(not osp.isfile(REAL_IMAGE), reason='no real sample data (../shared)')
+@pytest.mark.needs_shared(*REAL_PARTS)
 def test_infer_keeps_folders_skips_bad_files_and_never_overwrites(tmp_path, capsys):
     from mmseg.apis import init_model
     from PIL import Image

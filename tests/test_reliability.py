@@ -24,13 +24,11 @@ import pytest
 import torch
 import torch.nn as nn
 from PIL import Image
+from shared_files import shared_path
 from tool_scripts import main_in_process, tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(REPO, 'configs', 'mfuser_tiny_synthetic.py')
-REAL = os.environ.get('MFUSER_REAL_DATA',
-                      osp.join(osp.dirname(REPO), 'shared', 'data', 'real'))
-BDD_JPEGS = sorted(glob.glob(osp.join(REAL, 'bdd100k', 'images', '10k', '*', '*.jpg')))
 FAST = ['train_dataloader.batch_size=1', 'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
         'val_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1']
@@ -329,18 +327,20 @@ def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not BDD_JPEGS, reason='no real BDD100K samples (../shared/data/real)')
+@pytest.mark.needs_shared('data', 'real', 'bdd100k', 'images', '10k')  # before the workspace
 def test_infer_turns_phone_photos_upright_for_prediction_and_overlay(workspace, tmp_path,
                                                                      capsys):
     from PIL import ImageOps
 
     from mfuser.datasets import CITYSCAPES_METAINFO
+    bdd = shared_path('data', 'real', 'bdd100k', 'images', '10k')
+    jpeg = sorted(glob.glob(osp.join(bdd, '*', '*.jpg')))[0]
     inp = tmp_path / 'photos'
     inp.mkdir()
-    with open(BDD_JPEGS[0], 'rb') as f:  # read from ../shared, written only into tmp_path
+    with open(jpeg, 'rb') as f:  # read from ../shared, written only into tmp_path
         (inp / 'rotated.jpg').write_bytes(_with_exif_orientation(f.read(), 6))
     upright = ImageOps.exif_transpose(Image.open(inp / 'rotated.jpg')).convert('RGB')
-    w, h = Image.open(BDD_JPEGS[0]).size
+    w, h = Image.open(jpeg).size
     assert upright.size == (h, w)  # orientation 6: turned by 90 degrees
     out = tmp_path / 'out'
     code, _, err = main_in_process(tool('infer'), [DEMO, str(workspace / 'demo.pth'), str(inp),
