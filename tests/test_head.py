@@ -1,8 +1,10 @@
 """Text-queried Mask2Former head: shapes, identity assignment, losses, inference."""
+import copy
 import math
 
 import pytest
 import torch
+from mmengine.config import ConfigDict
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -30,6 +32,58 @@ def test_forward_shapes():
     assert len(cls_preds) == len(mask_preds) == 1 + 3  # initial queries + 3 layers
     assert cls_preds[-1].shape == (2, 5, 6)
     assert mask_preds[-1].shape == (2, 5, 32, 32)  # finest level (stride 4)
+
+
+def stock_mask2former_head(cfg):
+    """mmseg's own Mask2FormerHead (mmdet pixel decoder, Hungarian matching) at the size of
+    the text-queried head config ``cfg``."""
+    from mmseg.models.decode_heads.mask2former_head import Mask2FormerHead
+    k = cfg['num_classes']
+    pixel_decoder = copy.deepcopy(cfg['pixel_decoder'])
+    pixel_decoder['type'] = 'mmdet.MSDeformAttnPixelDecoder'
+    del pixel_decoder['encoder']['layer_cfg']['text_cross_attn_cfg']
+    losses = dict(
+        loss_cls=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=False, loss_weight=2.0,
+                      reduction='mean', class_weight=[1.0] * k + [0.1]),
+        loss_mask=dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, reduction='mean',
+                       loss_weight=5.0),
+        loss_dice=dict(type='mmdet.DiceLoss', use_sigmoid=True, activate=True, reduction='mean',
+                       naive_dice=True, eps=1.0, loss_weight=5.0))
+    assigner = dict(type='mmdet.HungarianAssigner', match_costs=[
+        dict(type='mmdet.ClassificationCost', weight=2.0),
+        dict(type='mmdet.CrossEntropyLossCost', weight=5.0, use_sigmoid=True),
+        dict(type='mmdet.DiceCost', weight=5.0, pred_act=True, eps=1.0)])
+    train_cfg = dict(cfg['train_cfg'], assigner=assigner,
+                     sampler=dict(type='mmdet.MaskPseudoSampler'))
+    return Mask2FormerHead(
+        in_channels=cfg['in_channels'], feat_channels=cfg['feat_channels'],
+        out_channels=cfg['out_channels'], num_classes=k, num_things_classes=k,
+        num_stuff_classes=0, num_queries=k, pixel_decoder=ConfigDict(pixel_decoder),
+        transformer_decoder=ConfigDict(cfg['transformer_decoder']),
+        positional_encoding=ConfigDict(cfg['positional_encoding']),
+        train_cfg=ConfigDict(train_cfg), **{key: ConfigDict(v) for key, v in losses.items()})
+
+
+def test_head_is_built_by_the_parents_init():
+    """Everything the parents' __init__ (mmseg's and mmdet's Mask2FormerHead) sets on a stock
+    head - attributes, submodules, parameters, buffers - exists on ours too, so that a library
+    upgrade adding one cannot leave it unset here (as when this head skipped the parents'
+    __init__). Only the learned query features are dropped: the text gives them."""
+    cfg = tiny_head_cfg()
+    stock, ours = stock_mask2former_head(cfg), MODELS.build(cfg)
+    names = set(vars(stock)) | set(stock._modules) | set(stock._parameters) | set(stock._buffers)
+    assert 'query_feat' in names and 'assigner' in names  # the stock head is the full one
+    assert sorted(n for n in names - {'query_feat'} if not hasattr(ours, n)) == []
+    assert not hasattr(ours, 'query_feat')
+    assert ours.assigner is None and ours.sampler is None  # identity assignment, no matcher
+    # the parents' modules are kept as built: the same names and shapes (the pixel decoder
+    # is the text-aware one), nothing extra but the text MLP and the text pixel decoder's
+    theirs = {k: v.shape for k, v in stock.state_dict().items()
+              if not k.startswith(('pixel_decoder.', 'query_feat.'))}
+    mine = {k: v.shape for k, v in ours.state_dict().items()
+            if not k.startswith(('pixel_decoder.', 'text_proj.'))}
+    assert mine == theirs
+    assert list(ours._modules).index('text_proj') == list(ours._modules).index('query_embed') - 1
 
 
 def test_identity_assignment_gives_no_object_to_absent_classes():

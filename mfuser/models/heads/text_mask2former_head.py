@@ -18,10 +18,7 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import Conv2d
-from mmdet.models.layers import Mask2FormerTransformerDecoder, SinePositionalEncoding
 from mmengine.config import ConfigDict
-from mmengine.model import BaseModule, ModuleList, caffe2_xavier_init
 from mmseg.models.decode_heads.mask2former_head import Mask2FormerHead
 from mmseg.registry import MODELS
 
@@ -33,6 +30,23 @@ _DEFAULT_LOSS_MASK = dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, reduc
                           loss_weight=5.0)
 _DEFAULT_LOSS_DICE = dict(type='mmdet.DiceLoss', use_sigmoid=True, activate=True,
                           reduction='mean', naive_dice=True, eps=1.0, loss_weight=5.0)
+
+
+def _mmseg_cfg(cfg: dict) -> ConfigDict:
+    """``cfg`` as a ConfigDict whose ``type`` is the class mmseg's registry resolves, for the
+    mmdet parent to build (its registry resolves names in mmdet's scope, not ours)."""
+    cfg = ConfigDict(copy.deepcopy(cfg))
+    if isinstance(cfg.get('type'), str):
+        cfg.type = MODELS.get(cfg.type) or cfg.type  # unknown: the parent's build reports it
+    return cfg
+
+
+def _register_before(module: nn.Module, anchor: str, name: str, child: nn.Module) -> None:
+    """Add submodule ``name`` just before ``anchor`` in ``module``'s registration order."""
+    items = list(module._modules.items())
+    at = [key for key, _ in items].index(anchor)
+    module._modules.clear()
+    module._modules.update(items[:at] + [(name, child)] + items[at:])
 
 
 @MODELS.register_module()
@@ -57,9 +71,30 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
             head's ``init_weights``): nothing, the constructors' initialisation stays (incl.
             mmcv's deformable-attention init). ``True``: mmdet's Mask2Former init (xavier
             transformer decoder, caffe2-xavier convolutions, MSDA init).
+        **kwargs: the parents' other arguments (``num_transformer_feat_level`` (3),
+            ``enforce_decoder_input_project``, ``test_cfg``, ``align_corners``,
+            ``ignore_index`` (255), ``init_cfg``).
 
     forward(feats, text): feats 4 maps (B, C_i, H_i, W_i), text (B, K, E) ->
     per-decoder-layer class logits (B, K, K+1) and mask logits (B, K, H_0, W_0).
+
+    Construction: the parents' ``__init__`` builds everything (pixel decoder, transformer
+    decoder, input projections, ``query_embed`` = query positions, ``level_embed``,
+    ``cls_embed``, ``mask_embed``, losses) with K queries and ``train_cfg=None``, so no
+    Hungarian assigner/sampler is built; this head then drops ``query_feat``, adds the text
+    MLP ``text_proj`` and sets the point-sampling settings of ``train_cfg``. The module tree
+    and the state dict (names, shapes and order) are those of the hand-built head before
+    issue 22, so the released checkpoints load.
+
+    Random stream (issue 22): for a fixed seed the pixel decoder, the transformer decoder and
+    the input projections get the same initial values as when this head built its modules by
+    hand (they are drawn first, in the same order). The rest are drawn in the parents' order
+    (``query_embed``, the dropped ``query_feat``, ``level_embed``, mmdet's ``cls_embed``
+    that mmseg's replaces, ``mask_embed``, mmseg's ``cls_embed``) and then ``text_proj``,
+    where the hand-built head drew ``text_proj``, ``query_embed``, ``level_embed``,
+    ``cls_embed``, ``mask_embed``: those five get other values (same distributions), and
+    the stream left to modules built after the head is advanced further (by the dropped
+    ``query_feat`` and mmdet's ``cls_embed``).
     """
 
     def __init__(self,
@@ -69,9 +104,7 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
                  out_channels: int = 256,
                  num_classes: int = 19,
                  text_dim: int = 768,
-                 num_transformer_feat_level: int = 3,
                  pixel_decoder: dict | None = None,
-                 enforce_decoder_input_project: bool = False,
                  transformer_decoder: dict | None = None,
                  positional_encoding: dict | None = None,
                  loss_cls: dict | None = None,
@@ -79,85 +112,51 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
                  loss_dice: dict | None = None,
                  no_object_weight: float = 0.1,
                  train_cfg: dict | None = None,
-                 test_cfg: dict | None = None,
-                 align_corners: bool = False,
-                 ignore_index: int = 255,
                  mmdet_init: bool = False,
-                 init_cfg=None):
-        # Deliberately skip the parents' __init__ (it builds a Hungarian assigner and
-        # free-form queries); everything the inherited methods use is set up here.
-        BaseModule.__init__(self, init_cfg=init_cfg)
+                 **kwargs):
         if pixel_decoder is None or transformer_decoder is None:
             raise ValueError('TextQueriedMask2FormerHead needs `pixel_decoder` and '
                              '`transformer_decoder` configs (see configs/_base_/models).')
-        self.mmdet_init = bool(mmdet_init)
-        self.num_classes = num_classes
-        self.num_queries = num_classes
-        self.out_channels = num_classes
-        self.align_corners = align_corners
-        self.ignore_index = ignore_index
-        self.num_transformer_feat_level = num_transformer_feat_level
-        transformer_decoder = ConfigDict(copy.deepcopy(transformer_decoder))
-        self.num_heads = transformer_decoder.layer_cfg.cross_attn_cfg.num_heads
-        self.num_transformer_decoder_layers = transformer_decoder.num_layers
-
-        self.in_channels, self.text_dim = list(in_channels), text_dim
         pixel_decoder = dict(copy.deepcopy(pixel_decoder))
         pixel_decoder.setdefault('type', 'TextMSDeformAttnPixelDecoder')
-        pixel_decoder.update(in_channels=list(in_channels), strides=list(strides),
-                             feat_channels=feat_channels, out_channels=out_channels,
-                             text_dim=text_dim, num_classes=num_classes)
-        self.pixel_decoder = MODELS.build(pixel_decoder)
-        self.transformer_decoder = Mask2FormerTransformerDecoder(**transformer_decoder)
-        self.decoder_embed_dims = self.transformer_decoder.embed_dims
-        self.decoder_input_projs = ModuleList()
-        for _ in range(num_transformer_feat_level):
-            if self.decoder_embed_dims != feat_channels or enforce_decoder_input_project:
-                self.decoder_input_projs.append(
-                    Conv2d(feat_channels, self.decoder_embed_dims, kernel_size=1))
-            else:
-                self.decoder_input_projs.append(nn.Identity())
-        self.decoder_positional_encoding = SinePositionalEncoding(
-            **(positional_encoding or dict(num_feats=feat_channels // 2, normalize=True)))
-        # Queries: features from the text, positions learnable; tied to classes.
-        self.text_proj = nn.Sequential(
-            nn.Linear(text_dim, feat_channels), nn.ReLU(inplace=True),
-            nn.Linear(feat_channels, feat_channels))
-        self.query_embed = nn.Embedding(self.num_queries, feat_channels)
-        self.level_embed = nn.Embedding(num_transformer_feat_level, feat_channels)
-        self.cls_embed = nn.Linear(feat_channels, num_classes + 1)
-        self.mask_embed = nn.Sequential(
-            nn.Linear(feat_channels, feat_channels), nn.ReLU(inplace=True),
-            nn.Linear(feat_channels, feat_channels), nn.ReLU(inplace=True),
-            nn.Linear(feat_channels, out_channels))
-
-        train_cfg = dict(train_cfg or {})
-        self.train_cfg, self.test_cfg = train_cfg, test_cfg
-        self.num_points = train_cfg.get('num_points', 12544)
-        self.oversample_ratio = train_cfg.get('oversample_ratio', 3.0)
-        self.importance_sample_ratio = train_cfg.get('importance_sample_ratio', 0.75)
-
+        pixel_decoder.update(strides=list(strides), text_dim=text_dim, num_classes=num_classes)
         loss_cls = dict(copy.deepcopy(loss_cls or _DEFAULT_LOSS_CLS))
         loss_cls.setdefault('class_weight', [1.0] * num_classes + [no_object_weight])
         if len(loss_cls['class_weight']) != num_classes + 1:
             raise ValueError(f'loss_cls.class_weight has {len(loss_cls["class_weight"])} '
                              f'entries; expected num_classes + 1 = {num_classes + 1}')
-        self.class_weight = loss_cls['class_weight']
-        self.loss_cls = MODELS.build(loss_cls)
-        self.loss_mask = MODELS.build(loss_mask or _DEFAULT_LOSS_MASK)
-        self.loss_dice = MODELS.build(loss_dice or _DEFAULT_LOSS_DICE)
+        super().__init__(
+            in_channels=list(in_channels), feat_channels=feat_channels,
+            out_channels=out_channels, num_classes=num_classes,
+            num_things_classes=num_classes, num_stuff_classes=0, num_queries=num_classes,
+            pixel_decoder=_mmseg_cfg(pixel_decoder),
+            transformer_decoder=ConfigDict(copy.deepcopy(transformer_decoder)),
+            positional_encoding=positional_encoding or dict(num_feats=feat_channels // 2,
+                                                            normalize=True),
+            loss_cls=_mmseg_cfg(loss_cls), loss_mask=_mmseg_cfg(loss_mask or _DEFAULT_LOSS_MASK),
+            loss_dice=_mmseg_cfg(loss_dice or _DEFAULT_LOSS_DICE),
+            train_cfg=None,  # no Hungarian assigner/sampler: identity assignment, get_targets
+            **kwargs)
+        self.in_channels, self.text_dim = list(in_channels), text_dim
+        self.mmdet_init = bool(mmdet_init)
+        # The query features come from the text (the learned query_feat goes); the query
+        # positions stay the parent's learned query_embed. text_proj keeps its place before
+        # query_embed (the parameter order indexes the optimizer states of saved checkpoints).
+        del self.query_feat
+        _register_before(self, 'query_embed', 'text_proj', nn.Sequential(
+            nn.Linear(text_dim, feat_channels), nn.ReLU(inplace=True),
+            nn.Linear(feat_channels, feat_channels)))
+        self.train_cfg = train_cfg = dict(train_cfg or {})
+        self.assigner = self.sampler = None  # query k <- class k (get_targets)
+        self.num_points = train_cfg.get('num_points', 12544)
+        self.oversample_ratio = train_cfg.get('oversample_ratio', 3.0)
+        self.importance_sample_ratio = train_cfg.get('importance_sample_ratio', 0.75)
 
     def init_weights(self) -> None:
         if not self.mmdet_init:  # as released: keep the constructors' initialisation
             self._is_init = True
             return
-        for m in self.decoder_input_projs:
-            if isinstance(m, Conv2d):
-                caffe2_xavier_init(m, bias=0)
-        self.pixel_decoder.init_weights()
-        for p in self.transformer_decoder.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_normal_(p)
+        super().init_weights()
 
     # ----------------------------------------------------------------------------------
     # targets: identity assignment
