@@ -3,6 +3,7 @@
 import os
 import os.path as osp
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -14,28 +15,26 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')
 if not (osp.exists('/dev/nvidiactl') or shutil.which('nvidia-smi')):
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
-# Test this checkout, also in the subprocesses the tool tests start: an editable install in
-# a shared environment points at whichever clone ran tools/setup_env.sh last.
+# Test this checkout, also in the subprocesses the tool tests start: the installed (editable)
+# mfuser must be this one, not another clone that ran tools/setup_env.sh in a shared venv.
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# tests/ holds test scaffolding the subprocesses import (rank_check). tools/ (the tools'
-# library, mfuser_tools) goes on this process's path only, AFTER the standard library (its
-# test.py must not shadow the stdlib 'test' package); the tool scripts find it themselves.
+# tests/ holds test scaffolding the subprocesses import (rank_check).
 os.environ['PYTHONPATH'] = os.pathsep.join(
-    p for p in (REPO, osp.join(REPO, 'tests'), os.environ.get('PYTHONPATH')) if p)
-if osp.join(REPO, 'tools') not in sys.path:
-    sys.path.append(osp.join(REPO, 'tools'))
-
-import mfuser  # noqa: E402
-
-if osp.dirname(osp.dirname(osp.abspath(mfuser.__file__))) != REPO:
-    raise RuntimeError(f'mfuser is imported from {mfuser.__file__}, not from this checkout '
-                       f'({REPO}); run the tests from the repository root '
-                       '(bash tools/run_tests.sh)')
+    p for p in (osp.join(REPO, 'tests'), os.environ.get('PYTHONPATH')) if p)
+_installed = subprocess.run(
+    [sys.executable, '-c', 'import mfuser, mfuser_tools; print(mfuser.__file__); '
+     'print(mfuser_tools.__file__)'], cwd=osp.dirname(REPO), capture_output=True, text=True)
+if [osp.dirname(osp.dirname(p)) for p in _installed.stdout.splitlines()] != [REPO, REPO]:
+    raise RuntimeError(f'the installed mfuser / mfuser_tools are not this checkout ({REPO}): '
+                       f'{_installed.stdout.strip() or _installed.stderr.strip()[-300:]}; run '
+                       'bash tools/setup_env.sh here (or bash tools/run_tests.sh)')
 
 # Build configs in mmseg's scope (as tools/train.py does), so that 'SegDataPreProcessor',
 # 'CrossEntropyLoss', 'mmdet.DiceLoss' ... resolve.
 from mmseg.utils import register_all_modules  # noqa: E402
 from shared_files import shared_path  # noqa: E402
+
+import mfuser  # noqa: E402,F401  registers the modules
 
 register_all_modules(init_default_scope=True)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from mfuser.engine.checkpoint import load_trusted_local, skip_pretrained_held_by
+from mfuser.engine import load_trusted_local, skip_pretrained_held_by
 
 
 def test_runner_checkpoint_with_message_hub_loads_weights_only(tmp_path):
@@ -87,7 +87,7 @@ def test_curves_from_scalar_log(tmp_path):
 def test_preflight_names_usable_keys_and_the_converter(tmp_path):
     from mmengine.config import Config
 
-    from mfuser_tools.preflight import ConfigCheckError, check_cfg_options, check_config
+    from mfuser.apis import ConfigCheckError, check_cfg_options, check_config
     root = tmp_path / 'mapillary'
     (root / 'half' / 'val_img').mkdir(parents=True)  # images there, labels not converted
     cfg = Config(dict(test_dataloader=dict(dataset=dict(type='MultiDomainDataset', datasets=[
@@ -105,7 +105,7 @@ def test_preflight_names_usable_keys_and_the_converter(tmp_path):
 
 
 def test_checkpoint_mismatch_lists_missing_unexpected_and_reshaped(tmp_path):
-    from mfuser.engine.checkpoint import (
+    from mfuser.engine import (
         CheckpointError,
         checkpoint_mismatch,
         require_matching_checkpoint,
@@ -133,7 +133,7 @@ def test_checkpoint_mismatch_lists_missing_unexpected_and_reshaped(tmp_path):
 
 
 def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
-    from mfuser.engine.checkpoint import CheckpointError, read_state_dict
+    from mfuser.engine import CheckpointError, read_state_dict
     png = tmp_path / 'photo.png'
     png.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64))
     with pytest.raises(CheckpointError, match='not a PyTorch checkpoint'):
@@ -147,7 +147,7 @@ def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
 def test_preflight_reports_backend_and_amp_this_machine_cannot_run(tmp_path, monkeypatch):
     from mmengine.config import Config
 
-    from mfuser_tools.preflight import ConfigCheckError, check_config
+    from mfuser.apis import ConfigCheckError, check_config
     cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale='dynamic')))
     monkeypatch.setenv('MFUSER_SCAN_BACKEND', 'mamba_ssm')
     if torch.cuda.is_available():

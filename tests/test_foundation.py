@@ -69,5 +69,5 @@ def test_cpu_ddp_wrapper_is_where_the_runner_looks():
     reads (the tools import it; the package does not)."""
     from mmengine.registry import MODEL_WRAPPERS
 
-    import mfuser_tools.distributed  # noqa: F401
+    import mfuser.apis.distributed  # noqa: F401
     assert 'CPUDistributedDataParallel' in MODEL_WRAPPERS.module_dict

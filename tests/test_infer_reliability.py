@@ -97,7 +97,8 @@ def test_infer_keeps_folders_skips_bad_files_and_never_overwrites(tmp_path, caps
     from mmseg.apis import init_model
     from PIL import Image
     infer = tool('infer')
-    model = init_model(infer.inference_config(DEMO), None, device='cpu')
+    from mfuser.apis import inference_config
+    model = init_model(inference_config(DEMO), None, device='cpu')
     ckpt = tmp_path / 'tiny.pth'
     torch.save(model.state_dict(), ckpt)
     inp = tmp_path / 'in'

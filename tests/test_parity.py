@@ -5,7 +5,8 @@ Cityscapes crop (see its README and README_clip_siglip.md), for the three releas
 The full-size tests build the model of ``configs/mfuser_{eva02,clip,siglip}_gta.py`` (~8 GB of
 memory each; one at a time: one module fixture, parametrised by variant, built once per
 session) and compare every field of both goldens, each from one forward, at the tolerances
-the reference measured; they FAIL (never skip, in CI or not) when a fixture is missing.
+the reference measured. Without ../shared (a plain clone) they skip, under CI they fail
+(tests/shared_files.py); a shared folder that lacks a fixture fails them in any case.
 """
 import gc
 import os.path as osp
@@ -14,10 +15,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from analysis import official_parity as op  # tools/ is on the test path (conftest)
+from shared_files import shared_path
+from tool_scripts import tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REAL = osp.join(osp.dirname(REPO), 'shared', 'data', 'real', 'cityscapes')
+op = tool('analysis/official_parity')
 
 CROP = (slice(256, 768), slice(768, 1280))  # rows, cols of the golden crop (x=768, y=256)
 
@@ -32,8 +34,10 @@ FIELDS = {'text_tokens', 'text_embeddings_raw', 'context_decoder_out', 'text_emb
 
 
 def reference(*names, variant='eva02'):
+    """The shared reference folder, holding the variant's key table, the generator and
+    ``names`` (skips without ../shared, fails under CI or when a file is missing)."""
     try:
-        return op.require_reference(op.DEFAULT_REF, list(names), variant)
+        return op.require_reference(shared_path('reference'), list(names), variant)
     except FileNotFoundError as exc:
         pytest.fail(str(exc))
 
@@ -73,9 +77,9 @@ def test_clip_and_siglip_goldens_share_the_verified_crop_and_our_inputs_match(va
 
     from mfuser.models.text_encoder import CITYSCAPES_CLASSES
     fname = op.VARIANTS[variant]['goldens']['main'][0]
-    reference(fname, op.GOLDENS['main'][0], variant=variant)
-    golden = np.load(osp.join(op.DEFAULT_REF, fname))
-    eva02 = np.load(osp.join(op.DEFAULT_REF, op.GOLDENS['main'][0]))
+    ref = reference(fname, op.GOLDENS['main'][0], variant=variant)
+    golden = np.load(osp.join(ref, fname))
+    eva02 = np.load(osp.join(ref, op.GOLDENS['main'][0]))
     for key in ('input', 'input_crop_rgb_uint8', 'label_trainid_uint8'):
         np.testing.assert_array_equal(golden[key], eva02[key])
     cfg = Config.fromfile(op.VARIANTS[variant]['config'])
@@ -96,8 +100,7 @@ def test_clip_and_siglip_goldens_share_the_verified_crop_and_our_inputs_match(va
 
 @pytest.mark.slow
 def test_official_mvfuser_unit_fixture():
-    reference(op.UNIT)
-    rows = op.run_mvfuser_unit()
+    rows = op.run_mvfuser_unit(reference(op.UNIT))
     bad = [(r['field'], r['error']) for r in rows if not r['ok']]
     assert len(rows) == 5 and not bad, bad
 
@@ -111,15 +114,12 @@ def test_the_golden_input_is_what_our_pipeline_makes_from_the_real_image():
     from mmengine.config import Config
     from mmseg.registry import MODELS
     from PIL import Image
-    reference(op.GOLDENS['main'][0])
-    golden = np.load(osp.join(op.DEFAULT_REF, op.GOLDENS['main'][0]))
-    img_path = osp.join(REAL, 'leftImg8bit', 'train', 'aachen',
-                        'aachen_000000_000019_leftImg8bit.png')
-    lab_path = osp.join(REAL, 'gtFine', 'train', 'aachen',
-                        'aachen_000000_000019_gtFine_labelIds.png')
-    for p in (img_path, lab_path):
-        if not osp.isfile(p):
-            pytest.fail(f'real sample missing: {p}')
+    golden = np.load(osp.join(reference(op.GOLDENS['main'][0]), op.GOLDENS['main'][0]))
+    real = ('data', 'real', 'cityscapes')
+    img_path = shared_path(*real, 'leftImg8bit', 'train', 'aachen',
+                           'aachen_000000_000019_leftImg8bit.png')
+    lab_path = shared_path(*real, 'gtFine', 'train', 'aachen',
+                           'aachen_000000_000019_gtFine_labelIds.png')
     bgr = LoadImageFromFile()(dict(img_path=img_path))['img']
     assert bgr.shape == (1024, 2048, 3)  # the Resize to (2048, 1024) keeps scale 1
     cfg = Config.fromfile(op.CONFIG)
@@ -145,9 +145,9 @@ def test_converter_cli_and_direct_loading_of_an_official_file(tmp_path):
     import subprocess
 
     from tests_official_helpers import meta_model_shapes
-    reference()
-    gen = op.official_generator()
-    sd = gen.make_state_dict(osp.join(op.DEFAULT_REF, op.KEYS), include_nonpersistent=True)
+    ref = reference()
+    gen = op.official_generator(ref)
+    sd = gen.make_state_dict(osp.join(ref, op.KEYS), include_nonpersistent=True)
     assert 'text_encoder.attn_mask' in sd
     spot = {'backbone.adapter.3.A_log': 'backbone.adapter.3.A_log',
             'backbone.blocks.5.attn.q_bias': 'backbone.vlm.blocks.5.attn.q_proj.bias',
@@ -171,7 +171,7 @@ def test_converter_cli_and_direct_loading_of_an_official_file(tmp_path):
                  'dropped text_encoder.attn_mask', 'dropped backbone.rope.freqs_cos',
                  'dropped backbone.dinov2.mask_token'):
         assert text in run.stdout, text
-    from mfuser.engine.checkpoint import load_trusted_local, read_state_dict
+    from mfuser.engine import load_trusted_local, read_state_dict
     out = load_trusted_local(str(dst), map_location='cpu', mmap=True)
     assert out['meta']['official_variant'] == 'eva02'
     assert out['meta']['dataset_meta']['classes'] == gen.CITYSCAPES_CLASSES
@@ -198,8 +198,8 @@ def test_official_golden_outputs_are_reproduced(official_model, which):
     """Official state dict (generator) -> converter -> strict load -> the golden crop through
     the config's data preprocessor -> one encode_decode -> every golden field in tolerance."""
     variant, model = official_model
-    reference(op.VARIANTS[variant]['goldens'][which][0], variant=variant)
-    rows, dropped = op.run_golden(which, model, variant=variant)
+    ref = reference(op.VARIANTS[variant]['goldens'][which][0], variant=variant)
+    rows, dropped = op.run_golden(which, model, ref=ref, variant=variant)
     fields = FIELDS - ({'encode_decode'} if which == 'perturbed' else set())
     if variant == 'siglip':
         fields |= {'logit_scale', 'logit_bias'}

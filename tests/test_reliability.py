@@ -184,10 +184,10 @@ def file_size_limit():
 def test_a_checkpoint_that_cannot_be_written_leaves_no_file(tmp_path, file_size_limit):
     from mmengine.config import Config
     from mmengine.runner import Runner
-    train = tool('train')
     cfg = Config(dict(work_dir=str(tmp_path), default_hooks=dict(checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=1))))
-    train.add_atomic_checkpoints(cfg)  # what tools/train.py does to every config
+    from mfuser.apis.runner import add_atomic_checkpoints
+    add_atomic_checkpoints(cfg)  # what train_runner does to every config
     runner = Runner(
         model=_big_model(), work_dir=str(tmp_path), experiment_name=f'atomic_{os.getpid()}',
         train_dataloader=dict(dataset=[dict(inputs=torch.ones(1))] * 2, batch_size=1,
@@ -270,7 +270,7 @@ def test_infer_gives_case_and_extension_twins_their_own_results(tmp_path):
      'optim_wrapper.optimizer.lr = -0.01: a learning rate cannot be negative'),
 ])
 def test_a_schedule_that_cannot_train_is_refused_naming_the_key(key, value, expected):
-    from mfuser_tools.preflight import ConfigCheckError, check_config, load_config
+    from mfuser.apis import ConfigCheckError, check_config, load_config
     with pytest.raises(ConfigCheckError) as info:
         check_config(load_config(DEMO, {key: value}), 'train')
     assert expected in str(info.value)
@@ -286,12 +286,14 @@ def workspace(tmp_path_factory):
     """data/synthetic (4 domains, 2 train / 2 val images of 128x64) and a checkpoint of the
     demo model (random weights)."""
     from mmseg.apis import init_model
-    prepare = tool('make_synthetic_data').prepare
+
+    from mfuser_tools.synthetic import prepare
     root = tmp_path_factory.mktemp('rel')
     prepare(str(root / 'data' / 'synthetic'), domains=['gta', 'cityscapes', 'bdd100k',
                                                        'mapillary'],
             num_train=2, num_val=2, size=(128, 64), seed=1, nproc=1)
-    model = init_model(tool('infer').inference_config(DEMO), None, device='cpu')
+    from mfuser.apis import inference_config
+    model = init_model(inference_config(DEMO), None, device='cpu')
     torch.save(model.state_dict(), root / 'demo.pth')
     return root
 
@@ -463,7 +465,7 @@ def test_test_py_out_keeps_sub_folders_lands_in_the_work_dir_and_never_mixes(wor
 
 
 def test_disk_errors_are_reported_with_the_file_and_the_fix():
-    from mfuser_tools.reporting import user_message
+    from mfuser.apis.reporting import user_message
     msg = user_message(OSError(errno.ENOSPC, 'No space left on device', 'wd/iter_8.pth'))
     assert msg.startswith('cannot write wd/iter_8.pth: No space left on device.')
     assert '--resume' in msg

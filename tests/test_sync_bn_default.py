@@ -2,7 +2,7 @@
 import pytest
 from mmengine.config import Config
 
-from mfuser_tools.distributed import default_sync_bn
+from mfuser.apis.distributed import default_sync_bn
 
 
 @pytest.mark.parametrize('launcher,cuda,enabled,expect', [

@@ -36,11 +36,7 @@ def run(args, cwd, timeout=600, check=True, **kw):
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     """A directory with data/synthetic (4 domains, 6 train / 2 val images of 128x64)."""
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    try:
-        from make_synthetic_data import prepare
-    finally:
-        sys.path.pop(0)
+    from mfuser_tools.synthetic import prepare
     root = tmp_path_factory.mktemp('ws')
     prepare(str(root / 'data' / 'synthetic'), domains=['gta', 'cityscapes', 'bdd100k',
                                                        'mapillary'],
@@ -64,58 +60,82 @@ def last_run_dir(work_dir):
     return osp.join(work_dir, runs[-1])
 
 
-@pytest.mark.slow
-def test_train_test_infer(workspace):
+@pytest.fixture(scope='module')
+def trained(workspace):
+    """The work dir of a 4-iteration demo training (``--tensorboard``, a checkpoint every 2
+    iterations, validation at the end), shared by the test / infer scenarios below."""
     wd = str(workspace / 'wd_e2e')
     run([osp.join(REPO, 'tools/train.py'), DEMO, '--tensorboard',
          '--work-dir', wd, '--cfg-options', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
          'default_hooks.checkpoint.interval=2', *FAST], cwd=workspace)
-    assert osp.isfile(osp.join(wd, 'iter_4.pth'))
-    run_dir = last_run_dir(wd)
+    return wd
+
+
+ONE_PER_DOMAIN = [f'test_dataloader.dataset.datasets.{i}.indices=1' for i in range(3)]
+DOMAINS = ('cityscapes', 'bdd100k', 'mapillary')
+
+
+@pytest.mark.slow
+def test_train_writes_checkpoints_logs_tensorboard_and_dg_results(trained):
+    assert osp.isfile(osp.join(trained, 'iter_4.pth'))
+    run_dir = last_run_dir(trained)
     # --tensorboard: event files next to the local backend's scalars
     vis = osp.join(run_dir, 'vis_data')
     assert osp.isfile(osp.join(vis, 'scalars.json'))
     assert any(osp.basename(f).startswith('events.out.tfevents') for f in walk_files(vis))
-    results = json.load(open(osp.join(run_dir, 'dg_results.json')))
-    text = json.dumps(results)
-    for domain in ('cityscapes', 'bdd100k', 'mapillary'):
-        assert domain in text
+    text = json.dumps(json.load(open(osp.join(run_dir, 'dg_results.json'))))
+    assert all(domain in text for domain in DOMAINS)
     assert osp.isfile(osp.join(run_dir, 'training_curves.png'))
 
-    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+
+@pytest.mark.slow
+def test_test_prints_domains_and_saves_predictions_and_paintings(trained, workspace):
+    wd = str(workspace / 'wd_test')
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(trained, 'iter_4.pth'),
                 '--work-dir', wd, '--show-dir', 'show', '--out', 'preds'], cwd=workspace)
     out = proc.stdout + proc.stderr
     assert 'multi-domain results' in out and 'mean/mIoU' in out
-    for domain in ('cityscapes', 'bdd100k', 'mapillary'):
+    for domain in DOMAINS:
         assert f'{domain}/mIoU' in out
         # --out: one train-ID PNG per target image (2 per domain), per domain, under the
         # work dir (a relative --out, like --show-dir)
         assert len(walk_files(osp.join(wd, 'preds', domain))) == 2
     # --show-dir: every test image painted (not mmseg's every 50th), under the work dir
     assert len(os.listdir(osp.join(wd, 'show', 'vis_data', 'vis_image'))) == 6
-    # the trained checkpoint holds the frozen towers: their pretrained files are not needed
-    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+
+
+@pytest.mark.slow
+def test_test_needs_no_tower_files_the_checkpoint_holds(trained, workspace):
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(trained, 'iter_4.pth'),
                 '--work-dir', str(workspace / 'wd_towers'), '--cfg-options',
                 'model.backbone.vfm.checkpoint=/nowhere/dinov2.pth',
-                'model.text_encoder.checkpoint=/nowhere/eva02.pt',
-                *[f'test_dataloader.dataset.datasets.{i}.indices=1' for i in range(3)]],
+                'model.text_encoder.checkpoint=/nowhere/eva02.pt', *ONE_PER_DOMAIN],
                cwd=workspace)
-    assert 'model.backbone.vfm.checkpoint: not needed' in proc.stdout
-    # a checkpoint that does not fit the config is refused, not tested half-random
-    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+    assert 'model.backbone.vfm.checkpoint: not needed' in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_test_refuses_a_checkpoint_that_does_not_fit(trained, workspace):
+    """Not tested half-random: one line naming the weights that differ."""
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(trained, 'iter_4.pth'),
                 '--work-dir', str(workspace / 'wd_mismatch'), '--cfg-options',
                 'model.backbone.adapter.d_state=4'], cwd=workspace, check=False)
     assert proc.returncode != 0 and 'does not fit the model' in proc.stderr
-    assert 'adapter.0.A_log' in proc.stderr
-    # --tta: multi-scale + flip through mmseg's SegTTAModel, per-domain results as usual
-    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'), '--tta',
-                '--work-dir', str(workspace / 'wd_tta'), '--cfg-options',
-                *[f'test_dataloader.dataset.datasets.{i}.indices=1' for i in range(3)]],
+    assert 'adapter.0.A_log' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+@pytest.mark.slow
+def test_test_tta_runs_mmsegs_tta_model_per_domain(trained, workspace):
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(trained, 'iter_4.pth'), '--tta',
+                '--work-dir', str(workspace / 'wd_tta'), '--cfg-options', *ONE_PER_DOMAIN],
                cwd=workspace)
     out = proc.stdout + proc.stderr
     assert 'SegTTAModel' in out and 'TestTimeAug' in out
-    assert all(f'{domain}/mIoU' in out for domain in ('cityscapes', 'bdd100k', 'mapillary'))
-    # a bad label in a target set stops test.py with one line naming the file (no traceback)
+    assert all(f'{domain}/mIoU' in out for domain in DOMAINS)
+
+
+@pytest.mark.slow
+def test_test_stops_on_a_bad_label_with_one_line(trained, workspace):
     import shutil
 
     import numpy as np
@@ -126,15 +146,19 @@ def test_train_test_infer(workspace):
     label = np.array(Image.open(masks[0]))
     label[0, :5] = 200
     Image.fromarray(label).save(masks[0])
-    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+    proc = run([osp.join(REPO, 'tools/test.py'), DEMO, osp.join(trained, 'iter_4.pth'),
                 '--work-dir', str(workspace / 'wd_bad_label'), '--cfg-options',
                 f'test_dataloader.dataset.datasets.1.data_root={bad_root}'],
                cwd=workspace, check=False)
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert 'value 200' in proc.stderr and masks[0].name in proc.stderr
-    # infer.py takes a bare state dict too, and refuses a file that is no checkpoint
+
+
+@pytest.mark.slow
+def test_infer_takes_a_bare_state_dict_and_refuses_a_file_that_is_no_checkpoint(trained,
+                                                                                workspace):
     import torch
-    ckpt = torch.load(osp.join(wd, 'iter_4.pth'), map_location='cpu', weights_only=False)
+    ckpt = torch.load(osp.join(trained, 'iter_4.pth'), map_location='cpu', weights_only=False)
     torch.save(ckpt['state_dict'], workspace / 'bare.pth')
     image = 'data/synthetic/cityscapes/leftImg8bit/val'
     run([osp.join(REPO, 'tools/infer.py'), DEMO, str(workspace / 'bare.pth'), image,
@@ -145,18 +169,23 @@ def test_train_test_infer(workspace):
                 '--out-dir', str(workspace / 'overlays_png')], cwd=workspace, check=False)
     assert proc.returncode != 0 and 'not a PyTorch checkpoint' in proc.stderr
 
+
+@pytest.mark.slow
+def test_infer_writes_predictions_and_overlays_in_the_inputs_folders(trained, workspace):
+    import numpy as np
+    from PIL import Image
+
+    from mfuser.datasets import CITYSCAPES_METAINFO
     overlays = str(workspace / 'overlays')
-    run([osp.join(REPO, 'tools/infer.py'), DEMO, osp.join(wd, 'iter_4.pth'),
+    run([osp.join(REPO, 'tools/infer.py'), DEMO, osp.join(trained, 'iter_4.pth'),
          'data/synthetic/cityscapes/leftImg8bit/val', '--out-dir', overlays], cwd=workspace)
     files = walk_files(overlays)  # the input's city sub-folders are kept
     assert len([f for f in files if f.endswith('_overlay.png')]) == 2
     assert all(osp.dirname(f) for f in files)
-    from PIL import Image
     pred = [f for f in files if f.endswith('_pred.png')][0]
     arr = Image.open(osp.join(overlays, pred))
     assert arr.size == (128, 64) and max(arr.getdata()) < 19
     # the overlay is the image blended with the palette colour of the prediction (opacity 0.5)
-    from mfuser.datasets import CITYSCAPES_METAINFO
     source = (workspace / 'data/synthetic/cityscapes/leftImg8bit/val' /
               pred.replace('_pred.png', '.png'))
     rgb = np.asarray(Image.open(source).convert('RGB')).astype(float)
@@ -284,7 +313,7 @@ def test_wrong_config_keys_are_reported(tmp_path):
 def test_check_cfg_options_allows_free_form_settings():
     from mmengine.config import Config
 
-    from mfuser_tools.preflight import ConfigCheckError, check_cfg_options
+    from mfuser.apis import ConfigCheckError, check_cfg_options
     cfg = Config.fromfile(DEMO)
     check_cfg_options(cfg, {'model.backbone.vfm.drop_path_rate': 0.1,
                             'train_cfg.max_iters': 10,
@@ -299,7 +328,7 @@ def test_check_cfg_options_allows_free_form_settings():
 def test_check_cfg_options_accepts_constructor_arguments_the_config_leaves_out():
     from mmengine.config import Config
 
-    from mfuser_tools.preflight import ConfigCheckError, check_cfg_options
+    from mfuser.apis import ConfigCheckError, check_cfg_options
     cfg = Config.fromfile(DEMO)
     assert 'indices' not in cfg.test_dataloader.dataset.datasets[0]
     check_cfg_options(cfg, {'test_dataloader.dataset.datasets.0.indices': 2,  # BaseDataset

@@ -154,7 +154,7 @@ def run_tool(args, cwd, timeout=300):
     ('train_dataloader.pin_memory=abc', "pin_memory='abc': expected true or false"),
 ])
 def test_cfg_options_of_the_wrong_type_fail_before_anything_runs(tmp_path, option, expected):
-    from mfuser_tools.preflight import ConfigCheckError, load_config
+    from mfuser.apis import ConfigCheckError, load_config
     key, value = option.split('=')
     with pytest.raises(ConfigCheckError, match='wrong type') as info:
         load_config(DEMO, {key: value})
@@ -175,7 +175,7 @@ def test_second_training_in_a_work_dir_is_refused_and_a_killed_ones_lock_is_not(
     holder = subprocess.Popen(
         [sys.executable, '-c', textwrap.dedent(f"""
             import sys, time
-            from mfuser_tools.workdir import acquire_work_dir
+            from mfuser.apis.workdir import acquire_work_dir
             acquire_work_dir({str(wd)!r})
             print('locked', flush=True)
             time.sleep(600)
@@ -194,7 +194,7 @@ def test_second_training_in_a_work_dir_is_refused_and_a_killed_ones_lock_is_not(
         holder.wait()
     info = json.load(open(wd / 'train.lock'))
     assert info['pid'] == holder.pid  # the dead run's record is still there ...
-    from mfuser_tools.workdir import acquire_work_dir, check_work_dir_free
+    from mfuser.apis.workdir import acquire_work_dir, check_work_dir_free
     check_work_dir_free(str(wd))  # ... but it holds nothing
     proc = run_tool([osp.join(REPO, 'tools', 'train.py'), DEMO, '--work-dir', str(wd),
                      '--resume'], cwd=tmp_path)
@@ -206,11 +206,7 @@ def test_second_training_in_a_work_dir_is_refused_and_a_killed_ones_lock_is_not(
 @pytest.mark.slow
 def test_train_py_stops_on_a_diverging_learning_rate(tmp_path):
     """tools/train.py on the demo config with lr=1e6: one line naming iteration and terms."""
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    try:
-        from make_synthetic_data import prepare
-    finally:
-        sys.path.pop(0)
+    from mfuser_tools.synthetic import prepare
     prepare(str(tmp_path / 'data' / 'synthetic'), domains=['gta', 'cityscapes', 'bdd100k',
                                                           'mapillary'],
             num_train=4, num_val=1, size=(128, 64), seed=1, nproc=1)

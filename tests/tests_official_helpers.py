@@ -3,7 +3,7 @@ import os.path as osp
 
 import torch
 
-from mfuser_tools.models import build_model_without_pretrained
+from mfuser.engine import build_model_without_pretrained
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {'eva02': 'mfuser_eva02_gta.py', 'clip': 'mfuser_clip_gta.py',

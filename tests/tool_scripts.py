@@ -1,8 +1,9 @@
-"""The tool scripts (tools/*.py, tools/model_converters/*.py) in the test process.
+"""The tool scripts (tools/*.py, tools/*/*.py) in the test process.
 
-The tools are scripts, not a package, so importing one puts its folder on ``sys.path`` for the
-duration of the import only (the one place the tests do so).
+The tools are scripts, not a package: :func:`tool` loads one from its file (what they share
+with each other comes from the installed ``mfuser`` / ``mfuser_tools`` packages).
 """
+import importlib.util
 import os.path as osp
 import sys
 
@@ -10,14 +11,16 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def tool(name: str):
-    """Import ``tools/<name>.py`` (``name`` may hold a sub-folder, e.g.
-    ``'model_converters/mfuser2mmseg'``) as a module."""
-    folder, module = osp.split(name)
-    sys.path.insert(0, osp.join(REPO, 'tools', folder))
-    try:
-        return __import__(module)
-    finally:
-        sys.path.pop(0)
+    """``tools/<name>.py`` (``name`` may hold a sub-folder, e.g.
+    ``'model_converters/mfuser2mmseg'``) as a module, loaded once."""
+    module_name = 'tools_' + name.replace('/', '_')
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            module_name, osp.join(REPO, 'tools', f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
 
 
 def main_in_process(module, argv, capsys):

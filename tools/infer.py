@@ -18,7 +18,11 @@ import os.path as osp
 import sys
 
 import numpy as np
+from mmseg.apis import inference_model
+from mmseg.visualization import SegLocalVisualizer
 from PIL import Image
+
+from mfuser.apis import ConfigCheckError, init_segmentor, reported
 
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp')
 
@@ -102,69 +106,31 @@ def list_images(inputs, limit=0):
         elif osp.isfile(item):
             images.append(item)
         else:
-            sys.exit(f'error: {item!r} is neither an image nor a directory')
+            raise ConfigCheckError(f'{item!r} is neither an image nor a directory')
     seen = set()
     return [p for p in images if not (osp.abspath(p) in seen or seen.add(osp.abspath(p)))]
 
 
-def inference_config(path):
-    """The config with a ``test_pipeline`` for mmseg's ``inference_model``: the config's own,
-    else the test data set's pipeline (the first target of a multi-domain set) without label
-    loading."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(path)
-    if 'test_pipeline' not in cfg:
-        dataset = cfg.test_dataloader.dataset
-        while 'pipeline' not in dataset:
-            dataset = dataset['datasets'][0] if 'datasets' in dataset else dataset['dataset']
-        cfg.test_pipeline = [t for t in dataset['pipeline'] if t['type'] != 'LoadAnnotations']
-    return cfg
-
-
 def main(argv=None):
     args = parse_args(argv)
-    for path in (args.config, args.checkpoint):
-        if not osp.isfile(path):
-            sys.exit(f'error: {path!r} not found')
-    out_root = osp.join(osp.abspath(args.out_dir), '')
-    images = [p for p in list_images(args.inputs, args.limit)
-              if not osp.abspath(p).startswith(out_root)]  # earlier results are no inputs
-    if not images:
-        sys.exit('error: no images found in ' + ', '.join(args.inputs))
-    outputs = [osp.join(args.out_dir, name) for name in output_names(images, args.inputs)]
-    existing = [o + suffix for o in outputs for suffix in ('_overlay.png', '_pred.png')
-                if osp.exists(o + suffix)]
-    if existing and not (args.overwrite or args.skip_existing):
-        sys.exit(f'error: {len(existing)} result file(s) already exist in {args.out_dir}, e.g. '
-                 f'{existing[0]}; pass --overwrite to replace them, --skip-existing to keep '
-                 'them, or choose another --out-dir')
-    from mmengine.runner import load_checkpoint
-    from mmseg.apis import inference_model, init_model
-    from mmseg.datasets import CityscapesDataset
-
-    import mfuser  # noqa: F401  registers the modules
-    from mfuser.engine.checkpoint import install_safe_loader
-    install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
-    from mfuser.engine import require_matching_checkpoint, skip_pretrained_held_by
-    from mfuser_tools.preflight import check_config
-    from mfuser_tools.reporting import reported
-    cfg = inference_config(args.config)
-    with reported(args.debug):
-        for key in skip_pretrained_held_by(cfg, args.checkpoint):
-            print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
-        check_config(cfg, 'infer')
-        model = init_model(cfg, None, device='cpu')
-        require_matching_checkpoint(model, args.checkpoint, cfg)
-        # checked above: every weight is in it, or (frozen towers) came from the config's files
-        ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=False)
-    meta = (ckpt.get('meta') or {}).get('dataset_meta') or {}
-    model.dataset_meta = dict(classes=meta.get('classes', CityscapesDataset.METAINFO['classes']),
-                              palette=meta.get('palette', CityscapesDataset.METAINFO['palette']))
-    model.to(args.device).eval()
-    from mmseg.visualization import SegLocalVisualizer
+    with reported(args.debug):  # a user's mistake ends in one line, not a traceback
+        out_root = osp.join(osp.abspath(args.out_dir), '')
+        images = [p for p in list_images(args.inputs, args.limit)
+                  if not osp.abspath(p).startswith(out_root)]  # earlier results are no inputs
+        if not images:
+            raise ConfigCheckError('no images found in ' + ', '.join(args.inputs))
+        outputs = [osp.join(args.out_dir, name) for name in output_names(images, args.inputs)]
+        existing = [o + suffix for o in outputs for suffix in ('_overlay.png', '_pred.png')
+                    if osp.exists(o + suffix)]
+        if existing and not (args.overwrite or args.skip_existing):
+            raise ConfigCheckError(
+                f'{len(existing)} result file(s) already exist in {args.out_dir}, e.g. '
+                f'{existing[0]}; pass --overwrite to replace them, --skip-existing to keep '
+                'them, or choose another --out-dir')
+        model = init_segmentor(args.config, args.checkpoint, device=args.device)
     painter = SegLocalVisualizer(name='mfuser_infer', alpha=args.opacity)
     painter.dataset_meta = model.dataset_meta
-    load = dict(cfg.test_pipeline[0])  # how the test pipeline reads an image
+    load = dict(model.cfg.test_pipeline[0])  # how the test pipeline reads an image
     skipped = []
     for i, (path, out) in enumerate(zip(images, outputs), 1):
         overlay_path, pred_path = out + '_overlay.png', out + '_pred.png'

@@ -3,19 +3,16 @@
     python tools/make_synthetic_data.py --out data/synthetic --convert
 
 writes ``data/synthetic/{gta,cityscapes,bdd100k,mapillary,synthia}`` in the raw on-disk formats
-of the real data sets (see tools/mfuser_tools/synthetic.py) and, with ``--convert``, runs the label
+of the real data sets (see mfuser_tools/synthetic.py) and, with ``--convert``, runs the label
 converters on them exactly as on real data (GTAV, Cityscapes, Mapillary incl. half-resolution
 copies, SYNTHIA; BDD100K masks need no conversion). configs/_base_/datasets/dg_synthetic.py
 reads the result. ``--domains ... acdc`` adds an ACDC-layout set (fog / night / rain / snow
 looks, train / val / unlabelled test splits; labels are train IDs as ACDC ships them).
 """
 import argparse
-import os.path as osp
 import sys
-import time
 
-from mfuser_tools.converters import CONVERTERS
-from mfuser_tools.synthetic import DEFAULT_DOMAINS, DOMAINS, generate
+from mfuser_tools.synthetic import DEFAULT_DOMAINS, DOMAINS, prepare
 
 MIN_SIZE = 16
 
@@ -44,33 +41,6 @@ def parse_args(argv=None):
         p.error(f'--size must be at least {MIN_SIZE} {MIN_SIZE} (W H), got '
                 f'{a.size[0]} {a.size[1]}: smaller scenes cannot hold the objects')
     return a
-
-
-def prepare(out, domains=DEFAULT_DOMAINS, num_train=100, num_val=50, size=(256, 128), seed=0,
-            nproc=2, convert=True):
-    """Generate, then (optionally) convert; prints each step. Returns the conversion reports."""
-    t0 = time.time()
-    print(f'[synthetic] generating {list(domains)} under {osp.abspath(out)} '
-          f'(size {size[0]}x{size[1]}, seed {seed}, {num_train} train / {num_val} val)', flush=True)
-    generate(out, domains, num_train, num_val, tuple(size), seed, nproc)
-    print(f'[synthetic] generated in {time.time() - t0:.1f} s', flush=True)
-    reports = {}
-    if convert:
-        for d in domains:
-            name = {'gta': 'gta', 'cityscapes': 'cityscapes', 'mapillary': 'mapillary',
-                    'synthia': 'synthia'}.get(d)
-            if name is None:
-                print(f'[synthetic] {d}: labels are train IDs already, nothing to convert')
-                continue
-            t1 = time.time()
-            kw = dict(half_res=True) if name == 'mapillary' else {}
-            cmd = f'python tools/dataset_converters/{name}.py {osp.join(out, d)} --nproc {nproc}'
-            print(f'[synthetic] $ {cmd}' + (' --half-res' if kw else ''), flush=True)
-            rep = CONVERTERS[name](osp.join(out, d), nproc=nproc, progress=False, **kw)
-            print(rep.summary() + f'  ({time.time() - t1:.1f} s)', flush=True)
-            reports[d] = rep
-    print(f'[synthetic] done in {time.time() - t0:.1f} s', flush=True)
-    return reports
 
 
 def main(argv=None):

@@ -11,7 +11,7 @@ cd "$REPO"
 echo "[tests] environment:"
 "$VENV/bin/python" -m mfuser.env
 echo "[tests] ruff:"
-"$VENV/bin/ruff" check mfuser tools tests configs
+"$VENV/bin/ruff" check mfuser mfuser_tools tools tests configs
 echo "[tests] pytest:"
 set +e
 "$VENV/bin/python" -m pytest -q "$@"

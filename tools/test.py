@@ -1,16 +1,17 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--work-dir DIR]``.
 
 With a multi-domain test set (configs/_base_/datasets/dg_*.py) the log ends with the
-per-domain mIoU table and the JSON results are written into the work dir.
+per-domain mIoU table and the JSON results are written into the work dir. The checkpoint is
+checked against the model and loaded strictly (:func:`mfuser.apis.test_runner`).
 """
 import argparse
-import copy
 import os
 import os.path as osp
-import sys
 
 from mmengine.config import DictAction
-from mmengine.runner import Runner
+
+from mfuser.apis import ConfigCheckError, load_config, reported, test_runner
+from mfuser.evaluation import use_format_only
 
 
 def parse_args(argv=None):
@@ -50,37 +51,6 @@ def parse_args(argv=None):
     return args
 
 
-TTA_RATIOS = (0.75, 1.0, 1.25)
-
-
-def tta_pipeline(pipeline: list, ratios=TTA_RATIOS) -> list:
-    """A test pipeline turned into mmseg's ``TestTimeAug``: its ``Resize`` scale times each
-    ratio, each with and without a horizontal flip; loading and packing as before."""
-    types = [t['type'] for t in pipeline]
-    if 'Resize' not in types:
-        raise ValueError(f'--tta needs a Resize in the test pipeline, got {types}')
-    i = types.index('Resize')
-    resize = pipeline[i]
-    w, h = resize['scale']
-    scales = [dict(resize, scale=(int(w * r), int(h * r))) for r in ratios]
-    flips = [dict(type='RandomFlip', prob=p, direction='horizontal') for p in (0.0, 1.0)]
-    return pipeline[:i] + [dict(type='TestTimeAug',
-                                transforms=[scales, flips, *[[t] for t in pipeline[i + 1:]]])]
-
-
-def use_tta(cfg) -> None:
-    """Switch ``cfg`` to test-time augmentation (as mmseg's tools/test.py --tta does, per
-    target data set of a multi-domain test set)."""
-    if 'tta_model' not in cfg:
-        raise ValueError("--tta needs 'tta_model' in the config (configs/_base_/"
-                         'default_runtime.py has one)')
-    dataset = cfg.test_dataloader.dataset
-    for ds in dataset.get('datasets', [dataset]):
-        ds.pipeline = tta_pipeline(ds.pipeline)
-    cfg.tta_model.module = cfg.model
-    cfg.model = cfg.tta_model
-
-
 def image_folders(dataloader) -> list[str]:
     """``data_root``/``data_prefix.img_path`` of every data set in a dataloader config."""
     found, todo = [], [dataloader.get('dataset', {})]
@@ -96,73 +66,50 @@ def image_folders(dataloader) -> list[str]:
     return found
 
 
+def save_predictions(cfg, out: str) -> None:
+    """Let every evaluator also write its train-ID maps into the new or empty ``out``."""
+    if osp.isdir(out) and os.listdir(out):
+        raise ConfigCheckError(f'--out {out} already holds files (e.g. '
+                               f'{sorted(os.listdir(out))[0]}); the predictions of two runs '
+                               'would mix. Choose another --out or empty that folder.')
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
+        cfg.test_evaluator]
+    for evaluator in evaluators:
+        evaluator['output_dir'] = out
+        if 'DGIoUMetric' in str(evaluator.get('type')):  # names keep the sub-folders
+            evaluator['output_roots'] = image_folders(cfg.test_dataloader)
+
+
+def paint_predictions(cfg, show_dir: str) -> None:
+    """Let the visualization hook paint every test image into ``show_dir``."""
+    if 'visualization' not in cfg.default_hooks:
+        raise ConfigCheckError('--show-dir needs default_hooks.visualization in the config')
+    cfg.default_hooks.visualization.draw = True
+    cfg.default_hooks.visualization.setdefault('interval', 1)  # every image, not every 50th
+    cfg.visualizer.save_dir = show_dir
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        sys.exit(f'error: checkpoint {args.checkpoint!r} not found')
-    from mfuser_tools.preflight import ConfigCheckError, load_config
-    try:
+    with reported(args.debug):  # a user's mistake ends in one line, not a traceback
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    except ConfigCheckError as exc:
-        sys.exit(f'error: {exc}')
-    cfg.load_from = args.checkpoint
-    cfg.resume = False
-    if args.out is not None:  # like --show-dir: a relative DIR goes under the work dir
-        args.out = args.out if osp.isabs(args.out) else osp.join(cfg.work_dir, args.out)
-        if osp.isdir(args.out) and os.listdir(args.out):
-            sys.exit(f'error: --out {args.out} already holds files (e.g. '
-                     f'{sorted(os.listdir(args.out))[0]}); the predictions of two runs would '
-                     'mix. Choose another --out or empty that folder.')
-    if args.show_dir:
-        if 'visualization' not in cfg.default_hooks:
-            sys.exit('error: --show-dir needs default_hooks.visualization in the config')
-        cfg.default_hooks.visualization.draw = True
-        cfg.default_hooks.visualization.setdefault('interval', 1)  # every image, not every 50th
-        show_dir = args.show_dir if osp.isabs(args.show_dir) else osp.join(cfg.work_dir,
-                                                                          args.show_dir)
-        cfg.visualizer.save_dir = show_dir
-    if args.format_only:
-        from mfuser.evaluation import use_format_only
-        try:
-            use_format_only(cfg, args.out)
-        except ValueError as exc:
-            sys.exit(f'error: {exc}')
-    if args.out is not None:
-        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
-            cfg.test_evaluator]
-        for evaluator in evaluators:
-            evaluator['output_dir'] = args.out
-            if 'DGIoUMetric' in str(evaluator.get('type')):  # names keep the sub-folders
-                evaluator['output_roots'] = image_folders(cfg.test_dataloader)
-    import mfuser  # noqa: F401  registers the modules
-    from mfuser.engine.checkpoint import install_safe_loader
-    install_safe_loader()  # weights-only loading of runner checkpoints (torch >= 2.6)
-    from mfuser.engine import require_matching_checkpoint, skip_pretrained_held_by
-    from mfuser_tools.preflight import check_config
-    from mfuser_tools.reporting import reported
-    with reported(args.debug):  # a refused checkpoint, missing data: one line
-        for key in skip_pretrained_held_by(cfg, args.checkpoint):
-            print(f'{key}: not needed, {args.checkpoint} holds these weights', flush=True)
-        if not args.no_preflight:
-            check_config(cfg, 'test')
-    from mfuser_tools.distributed import setup_cpu_distributed
-    setup_cpu_distributed(cfg)  # torchrun on a machine without GPUs: gloo + CPU DDP
-    model_cfg = copy.deepcopy(cfg)  # the plain model's config (pretrained files), also --tta
-    if args.tta:
-        try:
-            use_tta(cfg)
-        except ValueError as exc:
-            sys.exit(f'error: {exc}')
-    with reported(args.debug):  # a refused file, a bad image/label, a full disk: one line
-        runner = Runner.from_cfg(cfg)
-        # mmengine loads it non-strictly: a mismatch would test a partly random model
-        require_matching_checkpoint(runner.model, args.checkpoint, model_cfg)
+        # like mmseg's --show-dir, a relative --out goes under the work dir
+        out, show_dir = (None if d is None else osp.join(cfg.work_dir, d)
+                         for d in (args.out, args.show_dir))  # (an absolute d stays)
+        if show_dir:
+            paint_predictions(cfg, show_dir)
+        if args.format_only:
+            use_format_only(cfg, out)
+        if out:
+            save_predictions(cfg, out)
+        runner = test_runner(cfg, args.checkpoint, preflight=not args.no_preflight,
+                             tta=args.tta)
         runner.test()
-    if args.show_dir:
+    if show_dir:
         runner.logger.info('painted predictions (ground truth | prediction) saved to '
                            f'{osp.join(osp.abspath(show_dir), "vis_data", "vis_image")}')
-    if args.out is not None:
-        runner.logger.info(f'predicted train-ID maps saved to {osp.abspath(args.out)}')
+    if out:
+        runner.logger.info(f'predicted train-ID maps saved to {osp.abspath(out)}')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,6 @@
-"""Load mmengine runner checkpoints under torch >= 2.6 without disabling safety.
+"""Reading checkpoint files: safely under torch >= 2.6, official release files converted.
+
+(What the weights are and where they go: :mod:`mfuser.engine.weights`.)
 
 torch 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.7 calls
 ``torch.load`` without that argument, and its runner checkpoints hold numpy arrays and
@@ -176,126 +178,6 @@ def official_dataset_meta(meta: dict) -> dict:
     if meta.get('PALETTE'):
         out['palette'] = [list(c) for c in meta['PALETTE']]
     return out
-
-
-def _weights_of(ckpt, filename: str) -> dict[str, torch.Tensor]:
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise CheckpointError(f'{filename}: no model weights in it (expected a runner '
-                              "checkpoint with 'state_dict' or a name -> tensor dict)")
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-
-
-def read_state_dict(filename: str) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint (runner checkpoint or bare state dict; an official
-    MFuser file converted), memory-mapped where possible, with a DDP ``module.`` prefix
-    removed."""
-    return _weights_of(convert_official_checkpoint(
-        load_trusted_local(filename, map_location='cpu', mmap=True), filename), filename)
-
-
-# config key naming a pretrained-weights file -> prefix of the weights it fills in the model
-PRETRAINED_PARTS = {
-    'model.backbone.vfm.checkpoint': 'backbone.vfm.',
-    'model.backbone.vlm.checkpoint': 'backbone.vlm.',
-    'model.text_encoder.checkpoint': 'text_encoder.',
-}
-
-
-def config_value(cfg, dotted: str):
-    """``cfg['a']['b']['c']`` for ``'a.b.c'``, or None where a level is missing."""
-    node = cfg
-    for part in dotted.split('.'):
-        node = node.get(part) if hasattr(node, 'get') else None
-    return node
-
-
-def checkpoint_mismatch(model: torch.nn.Module, filename: str, cfg=None) -> str | None:
-    """Why the weights in ``filename`` do not fit ``model``, or None if they do.
-
-    With the run's ``cfg``, a frozen pretrained part that the checkpoint leaves out (saved by
-    :class:`~mfuser.engine.TrainableCheckpointHook`) is fine when the config names its
-    pretrained file (the model loaded it when it was built); without that file it is an error
-    naming both the checkpoint and the config key.
-    """
-    from mmengine.model import BaseTTAModel, is_model_wrapper
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    ckpt = convert_official_checkpoint(
-        load_trusted_local(filename, map_location='cpu', mmap=True), filename)
-    state = _weights_of(ckpt, filename)
-    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
-    frozen_from = (meta or {}).get('frozen_weights_from') or {}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    problems = []
-    for cfg_key, prefix in PRETRAINED_PARTS.items():
-        part = [k for k in own if k.startswith(prefix)]
-        if cfg is None or not part or any(k in state for k in part):
-            continue  # the checkpoint holds this part (or the model has none)
-        missing = [k for k in missing if not k.startswith(prefix)]
-        if not config_value(cfg, cfg_key):  # nothing to take the frozen weights from
-            trained_with = (frozen_from.get(prefix) or {}).get('file')
-            hint = f' (it was trained with {trained_with!r})' if trained_with else ''
-            problems.append(
-                f'it was saved without the frozen {prefix[:-1]} weights, which come from '
-                f'the pretrained file named by {cfg_key}, but the config sets none: set '
-                f'{cfg_key} to that file{hint}')
-    unexpected = [k for k in state if k not in own]
-    reshaped = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)} in the model'
-                for k in own if k in state and state[k].shape != own[k].shape]
-
-    def some(names):
-        return ', '.join(names[:5]) + (f', ... ({len(names)} in all)' if len(names) > 5 else '')
-
-    if missing:
-        problems.append(f'{len(missing)} weights of the model are not in it: {some(missing)}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} of its weights are not in the model: '
-                        f'{some(unexpected)}')
-    if reshaped:
-        problems.append(f'{len(reshaped)} have another shape: {some(reshaped)}')
-    return '; '.join(problems) or None
-
-
-def require_matching_checkpoint(model: torch.nn.Module, filename: str, cfg=None) -> None:
-    """Raise :class:`CheckpointError` unless ``filename`` holds ``model``'s weights (all of
-    them, or - with ``cfg`` - all but frozen parts whose pretrained files the config names).
-
-    mmengine loads test checkpoints and resumes non-strictly, which would silently evaluate
-    a model that is partly random when the config and the checkpoint disagree.
-    """
-    problem = checkpoint_mismatch(model, filename, cfg)
-    if problem:
-        raise CheckpointError(
-            f'{filename} does not fit the model the config builds: {problem}. Use the config '
-            'the checkpoint was trained with (its copy is in the run directory of that work '
-            'dir), or fix the --cfg-options that change the model.')
-
-
-def skip_pretrained_held_by(cfg, checkpoint: str) -> list[str]:
-    """Set to None the config's pretrained-weight files whose weights ``checkpoint`` holds.
-
-    A checkpoint that holds the frozen towers (a released MFuser checkpoint, a
-    ``keep_frozen`` run, the CPU demo with random towers) needs neither the DINOv2 nor the
-    CLIP files (loading them first would only be overwritten). Files whose part the checkpoint
-    lacks (the default trainable-only checkpoints) stay in the config and must exist.
-
-    Returns:
-        The config keys that were cleared.
-    """
-    keys = list(read_state_dict(checkpoint))
-    cleared = []
-    for cfg_key, prefix in PRETRAINED_PARTS.items():
-        parent, leaf = cfg_key.rsplit('.', 1)
-        node = config_value(cfg, parent)
-        if not hasattr(node, 'get') or not node.get(leaf):
-            continue
-        if any(k.startswith(prefix) for k in keys):
-            node[leaf] = None
-            cleared.append(cfg_key)
-    return cleared
 
 
 def _load_from_local(filename, map_location):

@@ -12,8 +12,9 @@ def use_format_only(cfg, output_dir: str) -> None:
     :class:`DGIoUMetric`, which then saves train-ID PNGs per domain) get ``format_only``.
     Every evaluator gets ``format_only=True`` and ``output_dir``.
     """
+    from mfuser.apis.errors import ConfigCheckError
     if not output_dir:
-        raise ValueError('--format-only needs --out DIR (where the predictions go)')
+        raise ConfigCheckError('--format-only needs --out DIR (where the predictions go)')
     if cfg.get('format_only_dataloader'):
         cfg.test_dataloader = cfg.format_only_dataloader
     if cfg.get('format_only_evaluator'):

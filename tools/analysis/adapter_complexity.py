@@ -25,12 +25,12 @@ import time
 from unittest import mock
 
 import torch
-from table import print_table  # tools/analysis/table.py
 from torch.utils.flop_counter import FlopCounterMode
 
 from mfuser.models.adapters import ConcatAttentionAdapter, SeparateAttentionAdapter
 from mfuser.models.mvfuser import MVFuser
 from mfuser.ops import build_cpu_extension
+from mfuser_tools.table import print_table
 
 PAPER = {  # per adapter at ViT-L, batch 2 at 512x512 (2 x 1297 tokens): params M, GFLOPs
     'ConcatAttentionAdapter': (4.20, 98.64),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 import statistics
-import sys
 import time
 
 import torch
@@ -46,8 +45,7 @@ def main(argv=None):
     p.add_argument('--config', default=osp.join(REPO, 'configs', 'mfuser_eva02_gta.py'))
     args = p.parse_args(argv)
 
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    from mfuser_tools.models import build_model_without_pretrained
+    from mfuser.engine import build_model_without_pretrained
     torch.manual_seed(0)
     model = build_model_without_pretrained(args.config).eval()
     enc = model.backbone

@@ -22,9 +22,9 @@ import statistics
 import time
 
 import torch
-from table import print_table  # tools/analysis/table.py
 
 from mfuser.ops import selective_scan as ss
+from mfuser_tools.table import print_table
 
 
 def make_inputs(batch, dim, length, state, seed=0):

@@ -17,10 +17,9 @@ from types import SimpleNamespace
 
 import torch
 
+from mfuser_tools.table import print_table
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
-sys.path.insert(0, osp.join(REPO, 'tools'))  # mfuser_tools
-from table import print_table  # noqa: E402
 
 
 def saved_mb(obj, folder: str) -> float:
@@ -37,8 +36,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from mmengine.config import Config
 
-    from mfuser.engine import TrainableCheckpointHook
-    from mfuser_tools.models import build_model_without_pretrained
+    from mfuser.engine import TrainableCheckpointHook, build_model_without_pretrained
     named = Config.fromfile(args.config)  # names the pretrained files, as a training run's
     model = build_model_without_pretrained(named)
     full = dict(meta={}, state_dict=model.state_dict())

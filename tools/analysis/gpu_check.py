@@ -43,7 +43,8 @@ from benchmark_selective_scan import (  # noqa: E402 (tools/analysis)
     make_inputs,
     print_gpu_rows,
 )
-from table import print_table  # noqa: E402
+
+from mfuser_tools.table import print_table  # noqa: E402
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -194,8 +195,7 @@ def section_triton_blocks(device, smoke):
 
 # ----------------------------------------------------------------------------------------------
 def _build_model(config, device):
-    sys.path.insert(0, osp.join(REPO, 'tools'))  # mfuser_tools (not an installed package yet)
-    from mfuser_tools.models import build_model_without_pretrained
+    from mfuser.engine import build_model_without_pretrained
     model = build_model_without_pretrained(config)
     return model.to(device)
 

@@ -94,9 +94,7 @@ def official_generator(ref: str = DEFAULT_REF):
 
 def build_model(config: str = CONFIG, cfg_options: dict | None = None) -> torch.nn.Module:
     """The config's model with random towers (no weight files), in eval mode, on the CPU."""
-    if osp.join(REPO, 'tools') not in sys.path:
-        sys.path.append(osp.join(REPO, 'tools'))
-    from mfuser_tools.models import build_model_without_pretrained
+    from mfuser.engine import build_model_without_pretrained
     return build_model_without_pretrained(config, cfg_options=cfg_options).eval()
 
 

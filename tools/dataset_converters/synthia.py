@@ -7,11 +7,9 @@ source files, lists unreadable files at the end (exit code 1 if any; 2 when ther
 can convert; 130 after Ctrl-C, with no partial files left). The conversion logic is in
 mfuser_tools.converters.
 """
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: mfuser_tools
-from mfuser_tools.converters import cli  # noqa: E402
+from mfuser_tools.converters import cli
 
 if __name__ == '__main__':
     sys.exit(cli('synthia'))

@@ -37,8 +37,7 @@ def parse_args(argv=None):
 
 def model_shapes(config: str) -> dict[str, tuple[torch.Size, torch.dtype]]:
     """State-dict shapes of the config's model, built on the 'meta' device."""
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
-    from mfuser_tools.models import build_model_without_pretrained
+    from mfuser.engine import build_model_without_pretrained
     model = build_model_without_pretrained(config, device='meta', placeholder_tokens=True)
     return {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -596,3 +597,32 @@ def generate(out: str, domains=DEFAULT_DOMAINS, num_train: int = 100, num_val: i
             print(f'[synthetic] {d:<10} -> {osp.join(out, d)}  '
                   + ', '.join(f'{k}: {v}' for k, v in c.items()))
     return counts
+
+
+def prepare(out, domains=DEFAULT_DOMAINS, num_train=100, num_val=50, size=(256, 128), seed=0,
+            nproc=2, convert=True):
+    """Generate, then (optionally) convert as ``tools/make_synthetic_data.py`` does; prints
+    each step. Returns the conversion reports."""
+    from .converters import CONVERTERS
+    t0 = time.time()
+    print(f'[synthetic] generating {list(domains)} under {osp.abspath(out)} '
+          f'(size {size[0]}x{size[1]}, seed {seed}, {num_train} train / {num_val} val)', flush=True)
+    generate(out, domains, num_train, num_val, tuple(size), seed, nproc)
+    print(f'[synthetic] generated in {time.time() - t0:.1f} s', flush=True)
+    reports = {}
+    if convert:
+        for d in domains:
+            name = {'gta': 'gta', 'cityscapes': 'cityscapes', 'mapillary': 'mapillary',
+                    'synthia': 'synthia'}.get(d)
+            if name is None:
+                print(f'[synthetic] {d}: labels are train IDs already, nothing to convert')
+                continue
+            t1 = time.time()
+            kw = dict(half_res=True) if name == 'mapillary' else {}
+            cmd = f'python tools/dataset_converters/{name}.py {osp.join(out, d)} --nproc {nproc}'
+            print(f'[synthetic] $ {cmd}' + (' --half-res' if kw else ''), flush=True)
+            rep = CONVERTERS[name](osp.join(out, d), nproc=nproc, progress=False, **kw)
+            print(rep.summary() + f'  ({time.time() - t1:.1f} s)', flush=True)
+            reports[d] = rep
+    print(f'[synthetic] done in {time.time() - t0:.1f} s', flush=True)
+    return reports

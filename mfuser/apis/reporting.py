@@ -1,34 +1,36 @@
 """A user's mistake ends in one line naming the file or key and the fix, not in a traceback.
 
-The tools run the part that builds and runs things inside :func:`reported`: an error a user can
-fix (a config value, a missing, refused or damaged file, bad data, a full disk, a diverging
-run) ends the tool with ``error: <message>`` (exit code 1); its traceback goes into the run's
-log file when there is one, and ``--debug`` lets it through instead. Any other exception (a
-bug) keeps its traceback.
+Each tool runs its ``main()`` inside :func:`reported`: an error a user can fix (the kinds of
+:mod:`mfuser.apis.errors`: a config value, a missing, refused or damaged file, bad data, a
+full disk, a diverging run) ends the tool with ``error: <message>`` (exit code 1); its
+traceback goes into the run's log file when there is one, and ``--debug`` lets it through
+instead. Any other exception (a bug) keeps its traceback.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import logging
+import re
 import sys
 import traceback
 
-from .preflight import one_line
+from .errors import user_error_types
 
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# mmengine's registry re-raises a build error as type(e)(f'class `X` in a/b.py: {e}')
+_REGISTRY_PREFIX = re.compile(r'^(?:class `\w+` in [^:]+\.py: )+')
 
 
-def _user_error_types() -> tuple[type, ...]:
-    from mfuser.datasets import DataFileError
-    from mfuser.engine import CheckpointError, NonFiniteLossError
-    from mfuser.models.pretrained import CheckpointMismatchError
-
-    from .preflight import ConfigCheckError
-    from .workdir import WorkDirBusy
-    # FileNotFoundError: the data sets' own errors for a missing image folder / label files
-    return (CheckpointError, CheckpointMismatchError, ConfigCheckError, DataFileError,
-            FileNotFoundError, NonFiniteLossError, WorkDirBusy)
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc``; for an error re-raised from a data loader worker (whose text
+    is the worker's traceback) the last line, without the exception's type; without the
+    ``class `X` in x.py:`` prefixes that mmengine's registry adds to build errors."""
+    text = str(exc).strip()
+    if 'Original Traceback' in text:
+        text = text.splitlines()[-1]
+        text = text.split(': ', 1)[1] if ': ' in text else text
+    return _REGISTRY_PREFIX.sub('', text)
 
 
 def user_message(exc: BaseException) -> str | None:
@@ -38,7 +40,7 @@ def user_message(exc: BaseException) -> str | None:
         return (f'cannot write {where}: {exc.strerror}. Nothing was left half-written (files '
                 'are complete or absent); free some space or choose another output folder, '
                 'then run again (--resume continues a training from its last checkpoint)')
-    if isinstance(exc, _user_error_types()):
+    if isinstance(exc, user_error_types()):
         return one_line(exc)
     return None
 

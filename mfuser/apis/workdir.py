@@ -16,12 +16,10 @@ import socket
 import sys
 import time
 
+from .errors import WorkDirBusy
+
 LOCK_NAME = 'train.lock'
 _held: dict[str, int] = {}  # work dir -> fd of the lock this process holds
-
-
-class WorkDirBusy(RuntimeError):
-    """Another running training holds the work directory."""
 
 
 def _describe(path: str) -> str:

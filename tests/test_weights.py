@@ -1,4 +1,5 @@
-"""Checkpoints hold what trains; the frozen towers come back from the config's files."""
+"""The weights' lifecycle (mfuser.engine.weights): checkpoints hold what trains, the frozen
+towers come back from the config's files, checkpoints load strictly and once."""
 from types import SimpleNamespace
 
 import pytest
@@ -89,3 +90,39 @@ def test_a_part_that_trains_is_never_left_out(pretrained, tmp_path):
     ckpt = save_through_hook(model, cfg, tmp_path / 'x.pth')
     assert any(k.startswith('backbone.vlm.') for k in ckpt['state_dict'])
     assert not any(k.startswith('backbone.vfm.') for k in ckpt['state_dict'])
+
+
+def test_test_runner_converts_an_official_file_once_and_loads_it_strictly(tmp_path, monkeypatch):
+    """tools/test.py's road (mfuser.apis.test_runner): an official checkpoint is read and
+    converted once, its towers make the config's files unnecessary, and the model ends up
+    with exactly its weights. The official key tables are stubbed: a marker key makes the
+    demo model's own state dict 'official'."""
+    import os.path as osp
+
+    import mfuser.models.official_release as release
+    from mfuser.apis import load_config, test_runner
+    demo = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
+                    'mfuser_tiny_synthetic.py')
+    source = MODELS.build(Config.fromfile(demo).model)
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in source.state_dict().items()}
+    path = tmp_path / 'official.pth'
+    official = dict(state, official_marker=torch.ones(1))
+    torch.save(dict(meta=dict(CLASSES=['a']), state_dict=official), path)
+    conversions = []
+
+    def convert(official, variant=None):
+        conversions.append(len(official))
+        return {k: v for k, v in official.items() if k != 'official_marker'}, ['official_marker'], \
+            'eva02'
+
+    monkeypatch.setattr(release, 'is_official_state_dict', lambda keys: 'official_marker' in keys)
+    monkeypatch.setattr(release, 'convert_official_state_dict', convert)
+    cfg = load_config(demo, {'model.backbone.vlm.checkpoint': str(tmp_path / 'absent.pt')},
+                      work_dir=str(tmp_path / 'wd'))
+    runner = test_runner(cfg, str(path), preflight=False)
+    assert len(conversions) == 1
+    assert cfg.model.backbone.vlm.checkpoint is None  # the checkpoint holds that tower
+    loaded = runner.model.state_dict()
+    assert set(loaded) == set(state)
+    for key, value in state.items():
+        torch.testing.assert_close(loaded[key], value, msg=key)
