@@ -11,11 +11,3 @@ _base_ = [
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
 ]
-custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)
-dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
-eva02_checkpoint = 'checkpoints/EVA02_CLIP_L_336_psz14_s6B.pt'
-model = dict(
-    backbone=dict(
-        vfm=dict(name='vit_large_patch14_dinov2', checkpoint=dinov2_checkpoint),
-        vlm=dict(name='eva02_large_patch14_clip_336', checkpoint=eva02_checkpoint)),
-    text_encoder=dict(model_name='EVA02-L-14-336', checkpoint=eva02_checkpoint))

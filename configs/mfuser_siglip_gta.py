@@ -8,4 +8,3 @@ _base_ = [
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
 ]
-custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)

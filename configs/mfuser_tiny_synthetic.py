@@ -14,24 +14,25 @@ _base_ = [
     './_base_/default_runtime.py',
     './_base_/schedules/schedule_20k.py',
 ]
-custom_imports = dict(imports=['mfuser', 'mfuser.engine.safe_loading'], allow_failed_imports=False)
 crop_size = (224, 224)
 width = 96
 embed_dim = 64
 feat = 64
 tower = dict(depth=4, embed_dim=width, num_heads=4, patch_size=16)
+dinov2_checkpoint = eva02_checkpoint = None  # random towers: no pretrained files
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         vfm=dict(_delete_=True, name='vit_small_patch14_dinov2', depth=4, embed_dim=width,
-                 num_heads=4, checkpoint=None),
-        vlm=dict(_delete_=True, name='eva02_large_patch14_clip_336', checkpoint=None,
+                 num_heads=4, checkpoint=dinov2_checkpoint),
+        vlm=dict(_delete_=True, name='eva02_large_patch14_clip_336', checkpoint=eva02_checkpoint,
                  num_classes=embed_dim, **tower),
         adapter=dict(type='MVFuser', d_state=8, d_conv=3, expand=1),
         img_size=crop_size,
         out_indices=(0, 1, 2, 3)),
     text_encoder=dict(
         model_name='EVA02-L-14-336',
+        checkpoint=eva02_checkpoint,
         text_cfg=dict(width=64, heads=2, layers=2),
         embed_dim=embed_dim),
     context_decoder=dict(visual_dim=embed_dim, transformer_width=64, transformer_heads=2),

@@ -17,9 +17,9 @@ from mfuser_tools import synthetic as S
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SIZE = (96, 48)
 CONDITIONS = ('fog', 'night', 'rain', 'snow')
-TEST_PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+TEST_PIPELINE = [dict(type='LoadCheckedImageFromFile'), dict(type='LoadCheckedAnnotations'),
                  dict(type='PackSegInputs')]
-IMAGE_PIPELINE = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
+IMAGE_PIPELINE = [dict(type='LoadCheckedImageFromFile'), dict(type='PackSegInputs')]
 
 
 @pytest.fixture(autouse=True)
@@ -279,7 +279,7 @@ def test_format_only_switches_the_acdc_config_to_the_test_split():
     use_format_only(cfg, 'out/dir')
     sets = cfg.test_dataloader.dataset.datasets
     assert [(d.condition, d.split) for d in sets] == [(c, 'test') for c in CONDITIONS]
-    assert all('LoadAnnotations' not in str(d.pipeline) for d in sets)
+    assert all('Annotations' not in str(d.pipeline) for d in sets)  # no label loader
     assert cfg.test_evaluator == dict(type='ACDCSubmissionWriter', format_only=True,
                                       output_dir='out/dir')
     # a config without a separate benchmark split keeps its test set, predictions only

@@ -3,12 +3,14 @@ official configs (github devinxzhang/MFuser: configs/mfuser/mfuser_{eva,clip,sig
 1e-4_20k-g2c-512.py, configs/_base_/schedules/schedule_20k.py, configs/_base_/datasets/
 gta2{city,bdd,map}-512.py, city2bdd-512.py), and the LR schedule / training resize behave as
 mmcv 1.x / mmseg 0.x computed them."""
+import json
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from resolved_configs import SNAPSHOTS, leaf_configs, resolved
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REAL = osp.join(osp.dirname(REPO), 'shared', 'data', 'real')
@@ -69,8 +71,8 @@ def test_recipe_numbers_are_the_release(name, variant):
         'RareClassSampledDataset', RELEASE_RCS['min_pixels'], RELEASE_RCS['class_temp'],
         RELEASE_RCS['min_crop_ratio'])
     steps = [t['type'] for t in rcs.dataset.pipeline]
-    assert steps == ['LoadImageFromFile', 'LoadAnnotations', 'RandomRatioResize', 'RandomCrop',
-                     'RandomFlip', 'PhotoMetricDistortion', 'PackSegInputs']
+    assert steps == ['LoadCheckedImageFromFile', 'LoadCheckedAnnotations', 'RandomRatioResize',
+                     'RandomCrop', 'RandomFlip', 'PhotoMetricDistortion', 'PackSegInputs']
     by_type = {t['type']: t for t in rcs.dataset.pipeline}
     assert by_type['RandomRatioResize'].ratio_range == (0.5, 2.0)
     assert by_type['RandomCrop'].crop_size == (512, 512)
@@ -193,3 +195,77 @@ def test_rein_protocol_configs_say_so_and_keep_their_scales():
         assert 'half' in str(mapillary.data_prefix)
     cfg = load(osp.join('_base_', 'datasets', 'dg_synthia_to_cbm.py'))
     assert cfg.test_evaluator.protocol.startswith('tqdm/MFuser')
+
+
+# ------------------------------------------------------------------ refactorings keep the configs
+# The intended differences from the snapshot taken before the config refactoring (issue 22):
+# 1. the data sets' pipelines name the checked loaders (no class swapping at build time). The
+#    single-image inference pipeline (top-level ``test_pipeline``, and the MultiDomainDataset's
+#    copy of it that MMSegInferencer reads) keeps mmcv's names: mmseg's inference APIs look the
+#    loaders up by those names.
+INTENDED_TYPES = {'LoadImageFromFile': 'LoadCheckedImageFromFile',
+                  'LoadAnnotations': 'LoadCheckedAnnotations'}
+# 2. top-level helper variables that a shared base now defines once (no builder reads them;
+#    their values in ``model`` are compared in full). A leaf may have them newly.
+INTENDED_NEW_HELPERS = {'n_ctx', 'dinov2_checkpoint', 'eva02_checkpoint'}
+
+
+def _checked_loaders(value, key: str = ''):
+    """``value`` with the INTENDED_TYPES renames in every pipeline of a data set (a list under a
+    key with 'pipeline' in its name; not the pipeline of a MultiDomainDataset)."""
+    if isinstance(value, dict):
+        multi_domain = value.get('type') == 'MultiDomainDataset'
+        return {k: v if multi_domain and k == 'pipeline' else _checked_loaders(v, k)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        if 'pipeline' in key:
+            value = [dict(t, type=INTENDED_TYPES.get(t['type'], t['type']))
+                     if isinstance(t, dict) else t for t in value]
+        return [_checked_loaders(v, key) for v in value]
+    return value
+
+
+def _with_intended_edits(snapshot: dict) -> dict:
+    """The snapshot of a resolved config with the INTENDED_TYPES renames (see above)."""
+    edited = _checked_loaders(snapshot)
+    if 'test_pipeline' in snapshot:  # single images: mmcv's loaders, as before
+        edited['test_pipeline'] = snapshot['test_pipeline']
+    return edited
+
+
+def _differences(old, new, where: str = '') -> list[str]:
+    """Where two resolved configs (plain JSON values) differ, one line per difference."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines = [f'{where}.{k}: only in the snapshot' for k in old.keys() - new.keys()]
+        lines += [f'{where}.{k}: new' for k in new.keys() - old.keys()]
+        for k in sorted(old.keys() & new.keys()):
+            lines += _differences(old[k], new[k], f'{where}.{k}')
+        return lines
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [line for i, (a, b) in enumerate(zip(old, new))
+                for line in _differences(a, b, f'{where}[{i}]')]
+    return [] if old == new else [f'{where}: {old!r} -> {new!r}']
+
+
+@pytest.mark.parametrize('name', leaf_configs())
+def test_resolved_config_is_the_snapshot_with_the_intended_edits(name):
+    """Every leaf config resolves to its snapshot (tests/data/resolved_configs, taken before
+    the refactoring of issue 22) with exactly the intended edits: the data sets' pipelines name
+    LoadCheckedImageFromFile / LoadCheckedAnnotations instead of mmcv's LoadImageFromFile /
+    LoadAnnotations (INTENDED_TYPES; not the single-image inference pipeline), and the helper
+    variables of INTENDED_NEW_HELPERS may appear at the top level."""
+    with open(osp.join(SNAPSHOTS, name.replace('.py', '.json'))) as f:
+        expected = _with_intended_edits(json.load(f))
+    actual = resolved(name)
+    for key in INTENDED_NEW_HELPERS - expected.keys():
+        actual.pop(key, None)
+    diff = _differences(expected, actual)
+    assert not diff, f'{name} differs from its snapshot:\n' + '\n'.join(diff)
+
+
+def test_leaf_configs_take_custom_imports_from_the_runtime_base():
+    for name in leaf_configs():
+        with open(osp.join(REPO, 'configs', name)) as f:
+            text = f.read()
+        assert 'custom_imports' not in text, name
+        assert "'./_base_/default_runtime.py'" in text, name  # where custom_imports is set

@@ -18,10 +18,10 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REAL = os.environ.get('MFUSER_REAL_DATA', osp.join(osp.dirname(REPO), 'shared', 'data', 'real'))
 BDD = osp.join(REAL, 'bdd100k')
 CITY = osp.join(REAL, 'cityscapes')
-TEST_PIPELINE = [dict(type='LoadImageFromFile'),
+TEST_PIPELINE = [dict(type='LoadCheckedImageFromFile'),
                  dict(type='Resize', scale=(640, 360), keep_ratio=True),
-                 dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
-TRAIN_PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                 dict(type='LoadCheckedAnnotations'), dict(type='PackSegInputs')]
+TRAIN_PIPELINE = [dict(type='LoadCheckedImageFromFile'), dict(type='LoadCheckedAnnotations'),
                   dict(type='RandomResize', scale=(640, 360), ratio_range=(0.5, 1.0),
                        keep_ratio=True),
                   dict(type='RandomCrop', crop_size=(128, 128), cat_max_ratio=0.75),
@@ -106,6 +106,32 @@ def test_label_of_another_size_names_both_files(bdd, split, pipeline):
     img = ds.get_data_info(0)['img_path']
     assert str(mask) in msg and img in msg
     assert '640x360' in msg and '1280x720' in msg
+
+
+def test_plain_mmcv_loaders_run_unchecked_and_are_named_once(bdd, monkeypatch):
+    """No class swapping: mmcv's / mmseg's own loaders in a pipeline load as they always do
+    (value 200 passes), and the data set names each once with the checked loader to use."""
+    from mfuser.datasets import base
+    logged = []
+    monkeypatch.setattr(base, 'print_log', lambda msg, **kw: logged.append(msg))
+    monkeypatch.setattr(base, '_WARNED_UNCHECKED', set())
+    plain = [dict(t, type=t['type'].replace('LoadChecked', 'Load')) for t in TEST_PIPELINE]
+    mask = _mask(bdd, 'val', 1)
+    arr = np.array(Image.open(mask))
+    arr[100:110, 200:220] = 200
+    Image.fromarray(arr).save(mask)
+    ds = _build('BDD100KDGDataset', bdd, 'val', plain)
+    _build('BDD100KDGDataset', bdd, 'val', plain)  # warned once per data set and loader
+    assert len(logged) == 2 and all(m.startswith('BDD100K: ') for m in logged)
+    assert 'LoadImageFromFile' in logged[0] and "dict(type='LoadCheckedImageFromFile')" in logged[0]
+    assert 'LoadAnnotations' in logged[1] and "dict(type='LoadCheckedAnnotations')" in logged[1]
+    seg = ds[1]['data_samples'].gt_sem_seg.data.numpy()[0]
+    assert seg[105, 210] == 200
+    # a setting given in the pipeline wins over the data set's
+    mine = [dict(t, invalid_labels='ignore') if t['type'] == 'LoadCheckedAnnotations' else t
+            for t in TEST_PIPELINE]
+    seg = _build('BDD100KDGDataset', bdd, 'val', mine)[1]['data_samples'].gt_sem_seg.data
+    assert seg[0, 105, 210] == 255 and len(logged) == 2
 
 
 def test_truncated_image_and_label_are_named(bdd):

@@ -9,9 +9,9 @@ from mfuser_tools.converters import CONVERTERS
 
 SIZE = (96, 48)
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TEST_PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+TEST_PIPELINE = [dict(type='LoadCheckedImageFromFile'), dict(type='LoadCheckedAnnotations'),
                  dict(type='PackSegInputs')]
-TRAIN_PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+TRAIN_PIPELINE = [dict(type='LoadCheckedImageFromFile'), dict(type='LoadCheckedAnnotations'),
                   dict(type='RandomResize', scale=(96, 48), ratio_range=(0.5, 2.0),
                        keep_ratio=True),
                   dict(type='RandomCrop', crop_size=(32, 32), cat_max_ratio=0.75),

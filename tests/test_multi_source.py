@@ -36,7 +36,7 @@ def sources(tmp_path_factory):
 
 
 def _pipeline(size):
-    return [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+    return [dict(type='LoadCheckedImageFromFile'), dict(type='LoadCheckedAnnotations'),
             dict(type='Resize', scale=size, keep_ratio=False), dict(type='PackSegInputs')]
 
 

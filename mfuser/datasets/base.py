@@ -2,12 +2,27 @@
 clear error when the data (or its converted labels) is missing."""
 from __future__ import annotations
 
+import logging
 import os.path as osp
 
+from mmengine.logging import print_log
 from mmseg.datasets import BaseSegDataset
 
-from .label_maps import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from .transforms import INVALID_LABEL_MODES, check_pipeline
+from .label_maps import CITYSCAPES_METAINFO
+from .transforms import CHECKED_LOADERS, INVALID_LABEL_MODES, fill_checked_loaders
+
+_WARNED_UNCHECKED: set[tuple[str, str]] = set()  # (data set, loader) pairs warned about
+
+
+def _warn_unchecked_once(dataset_name: str, loader: str) -> None:
+    """Log once per data set name and loader that ``loader`` in its pipeline checks nothing."""
+    if (dataset_name, loader) in _WARNED_UNCHECKED:
+        return
+    _WARNED_UNCHECKED.add((dataset_name, loader))
+    print_log(f"{dataset_name}: its pipeline loads with {loader}, which does not check the "
+              f"files; name dict(type='{CHECKED_LOADERS[loader]}') in the data set's pipeline "
+              'to stop at unreadable, truncated or mis-sized files and invalid label values',
+              logger='current', level=logging.WARNING)
 
 
 class StreetSceneDataset(BaseSegDataset):
@@ -23,11 +38,16 @@ class StreetSceneDataset(BaseSegDataset):
     * ``CONVERTER``: the command that makes the train-ID labels, named in the error raised when
       the image folder is missing/empty or label files are missing.
 
-    Loading is checked (:mod:`mfuser.datasets.transforms`): the pipeline's
-    ``LoadImageFromFile`` / ``LoadAnnotations`` are replaced by versions that load the same
-    arrays but stop with an error naming the data set and the file(s) for an unreadable or
-    truncated file, a label whose size differs from its image's, and label values that are
-    neither class ids nor ``ignore_index`` (16-bit values >= 256 included).
+    Loading is checked when the pipeline names the checked loaders, as the shipped configs do:
+    ``dict(type='LoadCheckedImageFromFile')`` and ``dict(type='LoadCheckedAnnotations')``
+    (:mod:`mfuser.datasets.transforms`) load the same arrays as mmcv's ``LoadImageFromFile`` /
+    mmseg's ``LoadAnnotations`` but stop with an error naming the data set and the file(s) for
+    an unreadable or truncated file, a label whose size differs from its image's, and label
+    values that are neither class ids nor ``ignore_index`` (16-bit values >= 256 included).
+    The data set gives them the settings they leave unset: its name, the number of classes,
+    ``ignore_index`` and ``invalid_labels``. A plain ``LoadImageFromFile`` / ``LoadAnnotations``
+    in ``pipeline`` runs as it is, unchecked, and is named in a warning (once per data set
+    name and loader) with the checked loader to put in the data set's ``pipeline`` instead.
 
     Args:
         split: which split's default layout to use (ignored when ``data_prefix`` is given).
@@ -38,7 +58,7 @@ class StreetSceneDataset(BaseSegDataset):
         **kwargs: everything :class:`BaseSegDataset` takes (``data_root``, ``pipeline``,
             ``img_suffix``, ``seg_map_suffix``, ``ann_file``, ``indices``, ...).
     """
-    METAINFO = dict(classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE)
+    METAINFO = CITYSCAPES_METAINFO
     DOMAIN = ''
     NAME = ''
     DEFAULT_ROOT = ''
@@ -59,8 +79,13 @@ class StreetSceneDataset(BaseSegDataset):
             s = self.SPLIT_NAMES.get(split, split)
             data_prefix = {k: v.format(split=s) for k, v in self.DEFAULT_PREFIX.items()}
         super().__init__(data_prefix=data_prefix, **kwargs)
-        check_pipeline(self.pipeline, len(self.metainfo['classes']), self.ignore_index,
-                       invalid_labels, self.NAME or type(self).__name__)
+        name = self.NAME or type(self).__name__
+        plain = fill_checked_loaders(self.pipeline, dataset_name=name,
+                                     num_classes=len(self.metainfo['classes']),
+                                     ignore_index=self.ignore_index,
+                                     invalid_labels=invalid_labels)
+        for loader in plain:
+            _warn_unchecked_once(name, loader)
 
     def _converter_args(self) -> str:
         """Extra converter arguments this data set's layout needs (e.g. `` --half-res``)."""

@@ -8,9 +8,11 @@ fit by the next ``Resize``. Their errors for unreadable files do not name the fi
 
 :class:`LoadCheckedImageFromFile` and :class:`LoadCheckedAnnotations` load exactly the same
 arrays for good files and raise :class:`DataFileError` naming the data set, the file(s) and
-what is wrong otherwise. The street-scene data sets (:class:`~mfuser.datasets.base.
-StreetSceneDataset` and its subclasses) put them in place of the plain transforms in their
-pipelines, so every config gets the checks; they can also be named in a pipeline directly.
+what is wrong otherwise. The shipped configs name them in every data set's pipeline
+(``dict(type='LoadCheckedImageFromFile')``, ``dict(type='LoadCheckedAnnotations')``); the
+street-scene data sets (:class:`~mfuser.datasets.base.StreetSceneDataset` and its subclasses)
+give them the settings a pipeline leaves unset (their ``fill_unset``).
+A plain mmcv / mmseg loader in a pipeline runs as it is, unchecked.
 """
 from __future__ import annotations
 
@@ -48,15 +50,29 @@ def read_image_checked(path: str, backend_args, flag: str, backend: str):
     return img, reason
 
 
+class _TakesDataSetSettings:
+    """The settings (``DATASET_SETTINGS``) a data set gives a checked loader of its pipeline
+    when the pipeline leaves them unset."""
+    DATASET_SETTINGS: tuple[str, ...] = ()
+
+    def fill_unset(self, **settings) -> None:
+        """Take the data set's ``settings`` for those of ``DATASET_SETTINGS`` that are unset
+        (None or '') here; values set in the pipeline are kept, other keys ignored."""
+        for key in self.DATASET_SETTINGS:
+            if getattr(self, key) in (None, '') and key in settings:
+                setattr(self, key, settings[key])
+
+
 @TRANSFORMS.register_module()
-class LoadCheckedImageFromFile(LoadImageFromFile):
+class LoadCheckedImageFromFile(_TakesDataSetSettings, LoadImageFromFile):
     """``LoadImageFromFile`` that names the file (and data set) when it cannot be read, and
     refuses truncated PNG/JPEG files that OpenCV would decode partly.
 
     Args:
-        dataset_name: named in the errors (the data sets set it).
+        dataset_name: named in the errors (unset: the data set's, see ``fill_unset``).
         **kwargs: as for mmcv's ``LoadImageFromFile``.
     """
+    DATASET_SETTINGS = ('dataset_name', )
 
     def __init__(self, dataset_name: str = '', **kwargs) -> None:
         super().__init__(**kwargs)
@@ -86,7 +102,7 @@ def _some(values) -> str:
 
 
 @TRANSFORMS.register_module()
-class LoadCheckedAnnotations(LoadAnnotations):
+class LoadCheckedAnnotations(_TakesDataSetSettings, LoadAnnotations):
     """mmseg's ``LoadAnnotations`` with checks of what it loads.
 
     * an unreadable or truncated label file is an error naming it (and the data set);
@@ -98,24 +114,36 @@ class LoadCheckedAnnotations(LoadAnnotations):
       (``invalid_labels='ignore'`` maps them to ``ignore_index`` instead); a 16-bit label with
       values >= 256 is never wrapped modulo 256.
 
+    Settings left unset (None / '') are the data set's (``fill_unset``, called by the
+    street-scene data sets), else the defaults in brackets.
+
     Args:
-        num_classes: number of classes; None skips the value check.
+        num_classes: number of classes (None: no value check).
         ignore_index: the ignore label (255).
-        invalid_labels: ``'error'`` or ``'ignore'``.
+        invalid_labels: ``'error'`` or ``'ignore'`` (``'error'``).
         dataset_name: named in the errors.
         **kwargs: as for mmseg's ``LoadAnnotations``.
     """
+    DATASET_SETTINGS = ('dataset_name', 'num_classes', 'ignore_index', 'invalid_labels')
 
-    def __init__(self, num_classes: int | None = None, ignore_index: int = 255,
-                 invalid_labels: str = 'error', dataset_name: str = '', **kwargs) -> None:
+    def __init__(self, num_classes: int | None = None, ignore_index: int | None = None,
+                 invalid_labels: str | None = None, dataset_name: str = '', **kwargs) -> None:
         super().__init__(**kwargs)
-        if invalid_labels not in INVALID_LABEL_MODES:
+        if invalid_labels not in (None, ) + INVALID_LABEL_MODES:
             raise ValueError(f'invalid_labels must be one of {INVALID_LABEL_MODES}, got '
                              f'{invalid_labels!r}')
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.invalid_labels = invalid_labels
         self.dataset_name = dataset_name
+
+    @property
+    def _ignore(self) -> int:
+        return 255 if self.ignore_index is None else self.ignore_index
+
+    @property
+    def _refuse_invalid(self) -> bool:
+        return (self.invalid_labels or 'error') == 'error'
 
     def _fail(self, path: str, what: str):
         raise DataFileError(f'{_where(self.dataset_name)}label {path}: {what}')
@@ -137,12 +165,12 @@ class LoadCheckedAnnotations(LoadAnnotations):
         if ori is not None and tuple(raw.shape[:2]) != tuple(ori[:2]):
             self._fail(path, f'its size {raw.shape[1]}x{raw.shape[0]} (WxH) differs from its '
                              f'image {results.get("img_path")} ({ori[1]}x{ori[0]})')
-        ignore = self.ignore_index
+        ignore = self._ignore
         if raw.dtype != np.uint8:
             dtype, raw = raw.dtype, raw.astype(np.int64)
             wide = (raw > 255) | (raw < 0)
             if wide.any():
-                if self.invalid_labels == 'error':
+                if self._refuse_invalid:
                     self._fail(path, f'values outside 0-255 in a {dtype} label: '
                                      f'{_some(np.unique(raw[wide]))} ({int(wide.sum())} pixels; '
                                      'not wrapped modulo 256)' + self._hint())
@@ -169,7 +197,7 @@ class LoadCheckedAnnotations(LoadAnnotations):
                 counts[ignore] = 0
             bad = np.flatnonzero(counts)
             if len(bad):
-                if self.invalid_labels == 'error':
+                if self._refuse_invalid:
                     self._fail(path, f'value{"s" if len(bad) > 1 else ""} {_some(bad)} '
                                      f'{"are" if len(bad) > 1 else "is"} neither a class id (0-'
                                      f'{self.num_classes - 1}) nor the ignore index {ignore} '
@@ -186,29 +214,23 @@ class LoadCheckedAnnotations(LoadAnnotations):
 
     def __repr__(self) -> str:
         return (f'{super().__repr__()[:-1]}, num_classes={self.num_classes}, '
-                f'ignore_index={self.ignore_index}, invalid_labels={self.invalid_labels!r})')
+                f'ignore_index={self.ignore_index}, invalid_labels={self.invalid_labels!r}, '
+                f'dataset_name={self.dataset_name!r})')
 
 
-def check_pipeline(pipeline, num_classes: int, ignore_index: int, invalid_labels: str,
-                   dataset_name: str) -> None:
-    """Swap the plain loading transforms of a built pipeline (``Compose``) for the checked ones
-    above, in place. Transforms that are already checked get the data set's settings."""
-    transforms = getattr(pipeline, 'transforms', None)
-    if transforms is None:
-        return
-    for i, t in enumerate(transforms):
-        if type(t) is LoadImageFromFile:
-            new = LoadCheckedImageFromFile.__new__(LoadCheckedImageFromFile)
-            new.__dict__.update(t.__dict__)
-            new.dataset_name = dataset_name
-            transforms[i] = new
-        elif type(t) is LoadAnnotations:
-            new = LoadCheckedAnnotations.__new__(LoadCheckedAnnotations)
-            new.__dict__.update(t.__dict__)
-            new.num_classes, new.ignore_index = num_classes, ignore_index
-            new.invalid_labels, new.dataset_name = invalid_labels, dataset_name
-            transforms[i] = new
-        elif isinstance(t, (LoadCheckedImageFromFile, LoadCheckedAnnotations)):
-            t.dataset_name = t.dataset_name or dataset_name
-            if isinstance(t, LoadCheckedAnnotations) and t.num_classes is None:
-                t.num_classes, t.ignore_index = num_classes, ignore_index
+#: the checked loader (type name) that replaces each mmcv / mmseg loader in a pipeline
+CHECKED_LOADERS = {'LoadImageFromFile': 'LoadCheckedImageFromFile',
+                   'LoadAnnotations': 'LoadCheckedAnnotations'}
+
+
+def fill_checked_loaders(pipeline, **settings) -> list[str]:
+    """Give the checked loaders of a built pipeline (``Compose``) the data set's ``settings``
+    where they leave them unset (their ``fill_unset``). Returns the type names of the plain
+    (unchecked) mmcv / mmseg loaders in the pipeline (keys of ``CHECKED_LOADERS``)."""
+    plain = []
+    for t in getattr(pipeline, 'transforms', []):
+        if isinstance(t, _TakesDataSetSettings):
+            t.fill_unset(**settings)
+        elif type(t) in (LoadImageFromFile, LoadAnnotations):
+            plain.append(type(t).__name__)
+    return plain

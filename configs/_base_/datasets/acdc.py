@@ -8,14 +8,14 @@
 acdc_type = 'ACDCDataset'
 acdc_root = 'data/acdc/'
 acdc_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),
     dict(type='Resize', scale=(1920, 1080), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs'),
 ]
 # the unlabelled test split (benchmark submission): no annotations to load
 acdc_submission_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),
     dict(type='Resize', scale=(1920, 1080), keep_ratio=True),
     dict(type='PackSegInputs'),
 ]

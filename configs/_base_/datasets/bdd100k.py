@@ -6,17 +6,12 @@
 bdd100k_type = 'BDD100KDGDataset'  # mmseg's 'BDD100KDataset' works the same
 bdd100k_root = 'data/bdd100k/'
 bdd100k_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),
     dict(type='Resize', scale=(1280, 720), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs'),
 ]
-bdd100k_test_pipeline_rein = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(1280, 720), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
+bdd100k_test_pipeline_rein = bdd100k_test_pipeline  # the same 1280x720
 val_bdd100k = dict(
     type=bdd100k_type,
     data_root=bdd100k_root,

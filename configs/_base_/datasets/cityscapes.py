@@ -9,8 +9,8 @@ cityscapes_type = 'CityscapesDGDataset'  # mmseg's 'CityscapesDataset' works the
 cityscapes_root = 'data/cityscapes/'
 cityscapes_crop_size = (512, 512)
 cityscapes_train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='RandomRatioResize', ratio_range=(0.5, 2.0)),  # of the image's own size
     dict(type='RandomCrop', crop_size=cityscapes_crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -18,15 +18,15 @@ cityscapes_train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 cityscapes_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),
     dict(type='Resize', scale=(2048, 1024), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs'),
 ]
 cityscapes_test_pipeline_rein = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),
     dict(type='Resize', scale=(1024, 512), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs'),
 ]
 train_cityscapes = dict(

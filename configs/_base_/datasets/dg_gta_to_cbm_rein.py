@@ -7,7 +7,9 @@ val_dataloader = dict(
         {{_base_.val_cityscapes_rein}}, {{_base_.val_bdd100k_rein}},
         {{_base_.val_mapillary_rein}}
     ]))
-test_pipeline = {{_base_.cityscapes_test_pipeline_rein}}
+# single images: the first target's test pipeline with mmcv's loaders (see dg_common.py)
+test_pipeline = [dict(t, type=t['type'].replace('LoadChecked', 'Load'))
+                 for t in _base_.cityscapes_test_pipeline_rein]
 val_dataloader['dataset']['pipeline'] = test_pipeline
 test_dataloader = val_dataloader
 val_evaluator = dict(

@@ -5,11 +5,12 @@
 # Targets (one run, per-domain + mean mIoU): the grey 'cityscapes', night 'bdd100k' and bright
 # 'mapillary' domains, each in its real data set's format and converted like the real one.
 # Padding to the crop and normalisation: the model's data preprocessor (size=synthetic_crop_size).
+_base_ = ['./dg_common.py']
 synthetic_root = 'data/synthetic/'
 synthetic_crop_size = (224, 224)
 synthetic_train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='RandomResize', scale=(448, 224), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=synthetic_crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -17,16 +18,14 @@ synthetic_train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 synthetic_test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadCheckedImageFromFile'),
     dict(type='Resize', scale=(448, 224), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
     batch_size=4,
     num_workers=1,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type='RareClassSampledDataset',
         min_pixels=50,
@@ -38,12 +37,8 @@ train_dataloader = dict(
             data_prefix=dict(img_path='images', seg_map_path='labels'),
             pipeline=synthetic_train_pipeline)))
 val_dataloader = dict(
-    batch_size=1,
     num_workers=1,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='MultiDomainDataset',
         domains=['cityscapes', 'bdd100k', 'mapillary'],
         datasets=[
             dict(
@@ -64,11 +59,10 @@ val_dataloader = dict(
                                  seg_map_path='cityscapes_trainIdLabel/val/label'),
                 pipeline=synthetic_test_pipeline),
         ]))
-# single images (mmseg's inference_model / MMSegInferencer, tools/infer.py)
-test_pipeline = synthetic_test_pipeline
+# single images: the test pipeline with mmcv's loaders (see dg_common.py)
+test_pipeline = [dict(t, type=t['type'].replace('LoadChecked', 'Load'))
+                 for t in synthetic_test_pipeline]
 val_dataloader['dataset']['pipeline'] = test_pipeline
 test_dataloader = val_dataloader
-val_evaluator = dict(
-    type='DGIoUMetric',
-    protocol='synthetic demo domains at their generated size')
+val_evaluator = dict(protocol='synthetic demo domains at their generated size')
 test_evaluator = val_evaluator

@@ -10,8 +10,8 @@ gta_type = 'GTAVDataset'
 gta_root = 'data/gta/'
 gta_crop_size = (512, 512)
 gta_train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='RandomRatioResize', ratio_range=(0.5, 2.0)),
     dict(type='RandomCrop', crop_size=gta_crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),

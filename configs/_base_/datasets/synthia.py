@@ -5,8 +5,8 @@ synthia_type = 'SYNTHIADataset'
 synthia_root = 'data/synthia/'
 synthia_crop_size = (512, 512)
 synthia_train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadCheckedImageFromFile'),
+    dict(type='LoadCheckedAnnotations'),
     dict(type='RandomRatioResize', ratio_range=(0.5, 2.0)),  # of the image's own size
     dict(type='RandomCrop', crop_size=synthia_crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),

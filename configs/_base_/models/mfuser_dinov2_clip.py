@@ -10,16 +10,15 @@
 #   model's train mode, as released; backbone.eval_frozen_towers=True switches it off), one
 #   draw per token position as in the released sequence-first CLIP blocks
 #   (drop_path_unit='token'); 5 context tokens (text context 10).
-# Pretrained weights (local files, never downloaded): DINOv2 and OpenAI's TorchScript archive
-# (visual + text towers); override with --cfg-options model.backbone.vlm.checkpoint=... etc.
+# Pretrained weights (local files, never downloaded): DINOv2 (the base's dinov2_checkpoint) and
+# OpenAI's TorchScript archive (visual + text towers); override with --cfg-options
+# model.backbone.vlm.checkpoint=... etc.
 _base_ = ['./mfuser_dinov2_eva02.py']
-dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
 clip_checkpoint = 'checkpoints/ViT-L-14-336px.pt'
 embed_dim = 768
 n_ctx = 5
 model = dict(
     backbone=dict(
-        vfm=dict(checkpoint=dinov2_checkpoint),
         vlm=dict(name='vit_large_patch14_clip_quickgelu_336', checkpoint=clip_checkpoint,
                  patch_size=16,
                  drop_path_rate=0.1, drop_path_unit='token', head_bias=False,

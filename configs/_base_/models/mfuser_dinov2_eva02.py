@@ -1,8 +1,10 @@
 # MFuser with DINOv2-L/14 (VFM) x EVA02-CLIP-L/14-336 (VLM), spec sections 2-5.
-# Pretrained weights are local files named in the top-level config (nothing is downloaded):
-#   model.backbone.vfm.checkpoint, model.backbone.vlm.checkpoint, model.text_encoder.checkpoint
-# Swap the VLM by editing vlm.name + text_encoder.model_name (+ embed_dim-dependent widths:
-# decode_head.text_dim, context_decoder.visual_dim); see configs/mfuser_clip_gta.py.
+# Pretrained weights are local files (nothing is downloaded), named below: put them under
+# checkpoints/ or point the keys elsewhere, e.g. --cfg-options model.backbone.vfm.checkpoint=...
+# (model.backbone.vfm.checkpoint, model.backbone.vlm.checkpoint, model.text_encoder.checkpoint).
+# Swap the VLM by overriding vlm.name / checkpoint + text_encoder.model_name / checkpoint, n_ctx
+# (+ embed_dim-dependent widths: decode_head.text_dim, context_decoder.visual_dim); see
+# mfuser_dinov2_clip.py.
 crop_size = (512, 512)
 num_classes = 19
 embed_dim = 768  # VLM projection width E (EVA02-CLIP-L: 768)
@@ -17,13 +19,16 @@ data_preprocessor = dict(
     seg_pad_val=255,
     size=crop_size)
 feat = 256
+dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
+eva02_checkpoint = 'checkpoints/EVA02_CLIP_L_336_psz14_s6B.pt'  # visual + text towers
+n_ctx = 8  # learnable context tokens: the prompt learner's and the text encoder's (one value)
 model = dict(
     type='MFuser',
     data_preprocessor=data_preprocessor,
     backbone=dict(
         type='FusedEncoder',
-        vfm=dict(name='vit_large_patch14_dinov2', checkpoint=None),
-        vlm=dict(name='eva02_large_patch14_clip_336', checkpoint=None),
+        vfm=dict(name='vit_large_patch14_dinov2', checkpoint=dinov2_checkpoint),
+        vlm=dict(name='eva02_large_patch14_clip_336', checkpoint=eva02_checkpoint),
         adapter=dict(type='MVFuser', d_state=16, d_conv=3, expand=1),
         img_size=crop_size,
         out_indices=(7, 11, 15, 23),
@@ -35,9 +40,9 @@ model = dict(
         type='CoOpTextEncoder',
         model_name='EVA02-L-14-336',
         class_names='cityscapes',
-        n_ctx=8,
+        n_ctx=n_ctx,
         name_context_length=5,
-        checkpoint=None),
+        checkpoint=eva02_checkpoint),
     context_decoder=dict(
         type='MTEnhancerStack',
         visual_dim=embed_dim,
@@ -45,7 +50,7 @@ model = dict(
         transformer_heads=4,
         transformer_layers=1,
         dropout=0.1),
-    n_ctx=8,
+    n_ctx=n_ctx,
     tau=0.07,
     # score-map CE on score_map / tau, averaged over ALL pixels (ignored ones included), as released
     loss_vl=dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=False),

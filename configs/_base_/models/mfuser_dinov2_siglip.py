@@ -13,10 +13,10 @@
 # Its text tokens come from the Hugging Face SigLIP tokenizer: give a local tokenizer directory
 # (model.text_encoder.tokenizer), or the class names' ids it makes (one row of 5 per class) as
 # model.text_encoder.token_ids with model.text_encoder.tokenizer=None (no directory needed).
-# Pretrained weights (local files, never downloaded): DINOv2, the open_clip / timm SigLIP file
-# (visual + text towers, logit_scale / logit_bias) and its tokenizer directory.
+# Pretrained weights (local files, never downloaded): DINOv2 (the base's dinov2_checkpoint), the
+# open_clip / timm SigLIP file (visual + text towers, logit_scale / logit_bias) and its tokenizer
+# directory.
 _base_ = ['./mfuser_dinov2_eva02.py']
-dinov2_checkpoint = 'checkpoints/dinov2_vitl14_pretrain.pth'
 siglip_checkpoint = 'checkpoints/ViT-L-16-SigLIP-384/open_clip_pytorch_model.bin'
 siglip_tokenizer = 'checkpoints/ViT-L-16-SigLIP-384'  # tokenizer.json / spiece.model here
 embed_dim = 1024
@@ -25,7 +25,6 @@ siglip_norm = dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5])
 model = dict(
     data_preprocessor=dict(mean=siglip_norm['mean'], std=siglip_norm['std']),
     backbone=dict(
-        vfm=dict(checkpoint=dinov2_checkpoint),
         vlm=dict(name='vit_large_patch16_siglip_384', checkpoint=siglip_checkpoint,
                  act_layer='gelu_tanh', interpolation='bilinear'),
         input_norm=siglip_norm,
