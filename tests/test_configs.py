@@ -11,9 +11,9 @@ import pytest
 import torch
 from mmengine.config import Config
 from resolved_configs import SNAPSHOTS, leaf_configs, resolved
+from shared_files import shared_path
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REAL = osp.join(osp.dirname(REPO), 'shared', 'data', 'real')
 
 # The release's numbers, copied from its configs (not from ours).
 RELEASE_OPTIM = {  # optimizer = dict(type='AdamW', lr=1e-4, weight_decay=..., paramwise_cfg=...)
@@ -163,7 +163,7 @@ def test_ratio_resize_is_relative_to_the_image_size_like_mmseg0x():
     from mmcv.transforms import LoadImageFromFile
 
     from mfuser.datasets import RandomRatioResize
-    path = osp.join(REAL, 'gtav_image_only', 'images')
+    path = shared_path('data', 'real', 'gtav_image_only', 'images')
     files = sorted(f for f in __import__('os').listdir(path) if f.endswith('.png'))
     if not files:
         pytest.fail(f'no real GTAV sample image in {path}')

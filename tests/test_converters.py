@@ -5,6 +5,7 @@ import os.path as osp
 import numpy as np
 import pytest
 from PIL import Image
+from shared_files import shared_path
 
 from mfuser.datasets import label_maps as L
 from mfuser_tools import converters as C
@@ -35,19 +36,19 @@ REFERENCE_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21:
                        23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 
 
-def test_label_tables_match_the_reference_and_the_real_sample():
+def test_cityscapes_label_table_converts_the_real_sample_to_the_official_golden_crop():
+    """The real Cityscapes labelIds file converts to the official pipeline's golden crop."""
+    ids = _read(shared_path('data', 'real', 'cityscapes', 'gtFine', 'train', 'aachen',
+                            'aachen_000000_000019_gtFine_labelIds.png'))
+    golden = np.load(shared_path('reference', 'mfuser_eva02_official_golden.npz'))
+    np.testing.assert_array_equal(L.cityscapes_lut()[ids][256:768, 768:1280],
+                                  golden['label_trainid_uint8'])
+
+
+def test_label_tables_match_the_reference():
     lut = L.cityscapes_lut()
     for lid in range(256):
         assert lut[lid] == REFERENCE_TRAIN_IDS.get(lid, 255), lid
-    # the real Cityscapes labelIds file converts to the official pipeline's golden crop
-    import os.path as osp
-
-    from PIL import Image
-    root = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'shared')
-    ids = np.asarray(Image.open(osp.join(root, 'data', 'real', 'cityscapes', 'gtFine', 'train',
-                                         'aachen', 'aachen_000000_000019_gtFine_labelIds.png')))
-    golden = np.load(osp.join(root, 'reference', 'mfuser_eva02_official_golden.npz'))
-    np.testing.assert_array_equal(lut[ids][256:768, 768:1280], golden['label_trainid_uint8'])
     assert L.mapillary_lut()[[13, 24, 2, 27, 55, 65, 23]].tolist() == [0, 0, 1, 10, 13, 255, 255]
     # every Cityscapes class is reachable from Mapillary, and names agree where 1:1
     assert sorted(set(L.MAPILLARY_TO_TRAIN_ID.values())) == list(range(19))

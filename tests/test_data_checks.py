@@ -13,9 +13,9 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from shared_files import shared_location
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REAL = os.environ.get('MFUSER_REAL_DATA', osp.join(osp.dirname(REPO), 'shared', 'data', 'real'))
+REAL = shared_location('data', 'real')  # not checked here: pytestmark below does
 BDD = osp.join(REAL, 'bdd100k')
 CITY = osp.join(REAL, 'cityscapes')
 TEST_PIPELINE = [dict(type='LoadCheckedImageFromFile'),
@@ -27,7 +27,7 @@ TRAIN_PIPELINE = [dict(type='LoadCheckedImageFromFile'), dict(type='LoadCheckedA
                   dict(type='RandomCrop', crop_size=(128, 128), cat_max_ratio=0.75),
                   dict(type='PackSegInputs')]
 
-pytestmark = pytest.mark.skipif(not osp.isdir(REAL), reason='no real sample data (../shared)')
+pytestmark = pytest.mark.needs_shared('data', 'real')
 
 
 @pytest.fixture(autouse=True)

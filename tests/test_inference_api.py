@@ -6,11 +6,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from shared_files import shared_path
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(REPO, 'configs', 'mfuser_tiny_synthetic.py')
-REAL_IMG = osp.join(osp.dirname(REPO), 'shared', 'data', 'real', 'cityscapes', 'leftImg8bit',
-                    'train', 'aachen', 'aachen_000000_000019_leftImg8bit.png')
 
 
 @pytest.fixture(scope='module')
@@ -33,33 +32,38 @@ def checkpoint(tmp_path_factory):
     return str(path)
 
 
-def test_init_model_inference_model_and_show_result(checkpoint, tmp_path):
+@pytest.fixture
+def real_img():
+    """A real 2048x1024 Cityscapes frame of ../shared."""
+    return shared_path('data', 'real', 'cityscapes', 'leftImg8bit', 'train', 'aachen',
+                       'aachen_000000_000019_leftImg8bit.png')
+
+
+def test_init_model_inference_model_and_show_result(real_img, checkpoint, tmp_path):
     from mmseg.apis import inference_model, init_model, show_result_pyplot
-    if not osp.isfile(REAL_IMG):
-        pytest.fail(f'real sample missing: {REAL_IMG}')
     model = init_model(DEMO, checkpoint, device='cpu')
     assert model.dataset_meta['classes'][0] == 'road'
-    result = inference_model(model, REAL_IMG)
+    result = inference_model(model, real_img)
     pred = result.pred_sem_seg.data
     assert pred.shape == (1, 1024, 2048) and int(pred.max()) < 19
     # the same as running the config's test pipeline and the model by hand
     from mmcv.transforms import Compose
     pipeline = Compose([t for t in model.cfg.test_pipeline if t['type'] != 'LoadAnnotations'])
-    data = pipeline(dict(img_path=REAL_IMG))
+    data = pipeline(dict(img_path=real_img))
     data = dict(inputs=[data['inputs']], data_samples=[data['data_samples']])
     with torch.no_grad():
         direct = model.test_step(data)[0].pred_sem_seg.data
     assert torch.equal(direct, pred)
     out = tmp_path / 'shown.png'
-    drawn = show_result_pyplot(model, REAL_IMG, result, show=False, out_file=str(out),
+    drawn = show_result_pyplot(model, real_img, result, show=False, out_file=str(out),
                                opacity=0.5)
     assert out.is_file() and drawn.shape == (1024, 2048, 3)
 
 
-def test_mmseg_inferencer(checkpoint, tmp_path):
+def test_mmseg_inferencer(real_img, checkpoint, tmp_path):
     from mmseg.apis import MMSegInferencer
     inferencer = MMSegInferencer(model=DEMO, weights=checkpoint, device='cpu')
-    out = inferencer(REAL_IMG, out_dir=str(tmp_path), return_datasamples=False)
+    out = inferencer(real_img, out_dir=str(tmp_path), return_datasamples=False)
     pred = np.asarray(out['predictions'])
     assert pred.shape == (1024, 2048) and pred.max() < 19
     assert list((tmp_path / 'vis').glob('*.png'))  # the painted overlay

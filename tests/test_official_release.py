@@ -2,7 +2,8 @@
 
 The official key tables in ../shared/reference (made from the official constructors) give
 every released key with its shape; the project models are built on the 'meta' device (no
-memory, under a second each). Fails - never skips - when the fixtures are missing.
+memory, under a second each). Without ../shared (a plain clone) the tests skip, under CI they
+fail (tests/shared_files.py).
 """
 import json
 import os.path as osp
@@ -11,6 +12,7 @@ import re
 import pytest
 import torch
 from mmengine.config import Config
+from shared_files import shared_path
 from tests_official_helpers import CONFIGS, build_meta
 
 from mfuser.models.official_release import (
@@ -22,7 +24,6 @@ from mfuser.models.official_release import (
 )
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REF = osp.join(osp.dirname(REPO), 'shared', 'reference')
 TABLES = {'eva02': 'mfuser_eva02_official.keys.json', 'clip': 'mfuser_clip_official.keys.json',
           'siglip': 'mfuser_siglip_official.keys.json'}
 # What each variant's official checkpoint holds that the project model does not (and why it is
@@ -37,10 +38,7 @@ EXPECTED_DROPS = {
 
 
 def key_table(variant):
-    path = osp.join(REF, TABLES[variant])
-    if not osp.isfile(path):
-        pytest.fail(f'parity fixture missing: {path} (shared/reference beside the repository)')
-    with open(path) as f:
+    with open(shared_path('reference', TABLES[variant])) as f:
         return json.load(f)['keys']
 
 
