@@ -15,7 +15,11 @@ Layouts accepted for the image towers (converted with timm's own checkpoint filt
   ``.safetensors`` (SigLIP ViT-L/16-384 and any timm tower).
 
 Position embeddings and (when the VFM follows a VLM with another patch size) the patch
-embedding kernel are resampled (bicubic) to the tower's configured grid by those filters.
+embedding kernel are resized to the tower's grid and patch size as :data:`RESAMPLE_MODES`
+says: by default (``'release'``) with a plain ``F.interpolate`` (the tower's
+``interpolation``, bicubic unless set; no antialiasing), as the official code does;
+``'timm'`` leaves both to timm's filters (antialiased position embeddings, pseudo-inverse
+patch-kernel resize).
 
 Text towers (``load_text_tower``): ``text.*`` of BAAI EVA-CLIP / open_clip custom-text
 checkpoints, or the top-level ``token_embedding``/``transformer``/``ln_final``/
@@ -190,10 +194,11 @@ def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], source:
 
 
 #: How pretrained position embeddings and patch kernels are resampled to a tower's grid.
-#: ``'release'`` (default): plain bicubic ``F.interpolate`` (``align_corners=False``, no
-#: antialiasing) for both, as the official MFuser code resizes EVA's 24x24 and DINOv2's 37x37
-#: position embeddings and DINOv2's 14x14 patch kernel. ``'timm'``: timm's filters as they are
-#: (antialiased bicubic position embeddings, pseudo-inverse patch-kernel resize).
+#: ``'release'`` (default): plain ``F.interpolate`` with the tower's ``interpolation`` (bicubic
+#: unless set; ``align_corners=False``, no antialiasing) for both, as the official MFuser code
+#: resizes EVA's 24x24 and DINOv2's 37x37 position embeddings and DINOv2's 14x14 patch kernel.
+#: ``'timm'``: timm's filters as they are (antialiased position embeddings, pseudo-inverse
+#: patch-kernel resize).
 RESAMPLE_MODES = ('release', 'timm')
 
 

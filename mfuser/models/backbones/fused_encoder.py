@@ -25,13 +25,11 @@ them in eval mode instead.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch.utils.checkpoint import checkpoint
@@ -188,7 +186,9 @@ class FusedEncoder(BaseModule):
         self.vlm_name, self.vfm_name = vlm_name, vfm_name
 
         # The VLM fixes the token grid; the VFM takes the VLM's patch size (its patch-embedding
-        # kernel is resampled when weights load: timm's resample_patch_embed, bicubic).
+        # kernel is resized when weights load, as ``resample`` says: by default a plain
+        # F.interpolate with the tower's interpolation, as released; 'timm': timm's
+        # resample_patch_embed, a pseudo-inverse resize).
         if 'patch_size' in vfm:
             raise ValueError("Leave 'patch_size' out of the vfm config: the VFM always uses the "
                              "VLM's patch size so that both towers share one token grid.")
@@ -411,12 +411,4 @@ class FusedEncoder(BaseModule):
         """(B, h*w, C) -> (B, C, h, w)."""
         B, N, C = tokens.shape
         return tokens.transpose(1, 2).reshape(B, C, h, w)
-
-
-def log_frozen_summary(model: FusedEncoder) -> None:
-    """Log trainable vs frozen parameter counts (for the training log)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    print_log(f'FusedEncoder({model.vfm_name} x {model.vlm_name}): {trainable:,} trainable, '
-              f'{frozen:,} frozen parameters', logger='current', level=logging.INFO)
 
