@@ -135,27 +135,6 @@ def test_lr_schedule_is_mmcv1_poly_times_linear_warmup():
     assert sched2.factor(1e-4, 777) == pytest.approx(mmcv1_poly_lr(777), rel=1e-12)
 
 
-def test_mmengine_chained_linear_and_poly_would_not_be_the_release():
-    """Why the custom scheduler exists: mmengine's LinearLR + PolyLR(begin=1500) differs."""
-    from mmengine.optim import OptimWrapper
-    from mmseg.registry import PARAM_SCHEDULERS
-    param = torch.nn.Parameter(torch.zeros(1))
-    optim = torch.optim.AdamW([param], lr=1e-4)
-    wrapper = OptimWrapper(optim)
-    scheds = [PARAM_SCHEDULERS.build(dict(type='LinearLR', start_factor=1e-6, by_epoch=False,
-                                          begin=0, end=1500, optimizer=wrapper)),
-              PARAM_SCHEDULERS.build(dict(type='PolyLR', power=0.9, eta_min=1e-6,
-                                          by_epoch=False, begin=1500, end=20000,
-                                          optimizer=wrapper))]
-    lrs = []
-    for _ in range(1501):
-        lrs.append(optim.param_groups[0]['lr'])
-        optim.step()
-        for s in scheds:
-            s.step()
-    assert abs(lrs[1500] - mmcv1_poly_lr(1500)) > 5e-6
-
-
 def test_ratio_resize_is_relative_to_the_image_size_like_mmseg0x():
     """mmseg 0.x Resize(ratio_range=(0.5, 2)) without img_scale on a real GTAV frame
     (1914x1052): r ~ U(0.5, 2) by np.random.random_sample, target (int(w r), int(h r)),

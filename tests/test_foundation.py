@@ -5,14 +5,6 @@ import sys
 import pytest
 
 
-def test_libraries_import_together():
-    import mmdet.models  # noqa: F401
-    import mmseg.models  # noqa: F401
-
-    import mfuser
-    assert mfuser.__version__
-
-
 @pytest.mark.parametrize('registry, names', [
     ('MODELS', ['MFuser', 'FusedEncoder', 'CoOpTextEncoder', 'MTEnhancerStack', 'MTEnhancer',
                 'MVFuser', 'ConcatAttentionAdapter', 'SeparateAttentionAdapter',

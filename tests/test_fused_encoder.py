@@ -95,16 +95,6 @@ def test_scale_zero_adapters_equal_separate_towers(vlm):
                                atol=1e-5, rtol=1e-5)
 
 
-def test_nonzero_adapters_change_the_streams():
-    enc0, enc1 = build(scale=0.0).eval(), build(scale=0.5).eval()
-    enc1.load_state_dict(enc0.state_dict(), strict=False)
-    for a in enc1.adapter:
-        a.scale.data.fill_(0.5)
-    x = torch.randn(1, 3, 28, 28)
-    with torch.no_grad():
-        assert not torch.allclose(enc0(x)[1], enc1(x)[1])
-
-
 def test_gradients_reach_trainable_parts_only_and_towers_follow_the_mode():
     enc = build(vfm_width=64, vlm_width=48, scale=0.1)
     enc.train()
@@ -255,10 +245,23 @@ def test_supported_pairs_build_tiny(vfm, vlm):
     assert len(feats) == 4 and g.shape[:2] == (1, 1) and d.shape[1] == enc.embed_dim
 
 
-def test_openai_clip_tower_uses_quickgelu():
-    enc = build(vlm='vit_large_patch14_clip_quickgelu_336')
-    act = enc.vlm.blocks[0].mlp.act
-    assert 'QuickGELU' in type(act).__name__
+def test_clip_config_tower_blocks_compute_quickgelu():
+    """The CLIP config's image tower computes its MLPs with QuickGELU, x * sigmoid(1.702 x),
+    as OpenAI trained the weights: every block equals that computation by hand (pre-norm
+    attention and MLP residuals) and differs from the same block with the exact GELU."""
+    from mfuser.models.backbones import vit_tower as vt
+    enc = from_config('clip').eval()
+    x = torch.randn(2, 10, enc.vlm.embed_dim) * 2
+    with torch.no_grad():
+        for i, blk in enumerate(enc.vlm.blocks):
+            y = x + blk.attn(blk.norm1(x))
+            h = blk.mlp.fc1(blk.norm2(y))
+            quick = y + blk.mlp.fc2(h * torch.sigmoid(1.702 * h))
+            gelu = y + blk.mlp.fc2(nn.functional.gelu(h))
+            out = vt.run_block(enc.vlm, i, x, None)
+            torch.testing.assert_close(out, quick, rtol=1e-5, atol=1e-5)
+            assert (out - gelu).abs().max() > 1e-3
+            x = out
 
 
 def test_siglip_global_and_dense_embeddings_share_the_map_head():
@@ -332,21 +335,47 @@ def test_neck_keys_match_released_checkpoint_names():
     assert ours == theirs
 
 
-def test_mvfuser_adapter_with_zero_scale_is_a_no_op():
-    """The default adapter (MVFuser) plugs in; with scale 0 it is a no-op."""
-    kw = dict(vfm=tiny('vit_small_patch14_dinov2'), vlm=tiny('eva02_large_patch14_clip_336'),
-              out_indices=(0, 1, 1, 1), img_size=28)
-    enc = FusedEncoder(adapter=dict(type='MVFuser', d_state=4), **kw).eval()
-    plain = FusedEncoder(adapter=None, **kw).eval()
-    plain.load_state_dict(enc.state_dict(), strict=False)
-    x = torch.randn(1, 3, 28, 28)
+def test_default_mvfuser_adapters_fuse_the_streams_as_specified():
+    """With the default adapters (MVFuser, here at scale 0.5), after block i adapter i gets
+    cat([VFM tokens, VLM tokens]) with n_first = the VFM length, and its output, split there,
+    is added to the tokens block i + 1 of each tower receives (seen through forward hooks)."""
+    from mfuser.models.mvfuser import MVFuser
+    enc = FusedEncoder(vfm=tiny('vit_small_patch14_dinov2', depth=3),
+                       vlm=tiny('eva02_large_patch14_clip_336', depth=3),
+                       out_indices=(0, 1, 2, 2), img_size=28).eval()
+    assert all(isinstance(a, MVFuser) for a in enc.adapter) and len(enc.adapter) == 3
+    seen = {}
+
+    def record(module, name):
+        def before(mod, args, kwargs):
+            seen[f'{name}_in'] = args[0], kwargs
+
+        def after(mod, args, kwargs, output):
+            seen[f'{name}_out'] = output
+        module.register_forward_pre_hook(before, with_kwargs=True)
+        module.register_forward_hook(after, with_kwargs=True)
+
+    for i in range(3):
+        record(enc.vfm.blocks[i], f'vfm{i}')
+        record(enc.vlm.blocks[i], f'vlm{i}')
+        record(enc.adapter[i], f'adapter{i}')
+        enc.adapter[i].scale.data.fill_(0.5)
     with torch.no_grad():
-        feats, g, d = enc(x)
-        assert feats[0].shape == (1, 128, 8, 8)
-        for a in enc.adapter:
-            a.scale.zero_()
-        for ours, ref in zip(enc(x)[0] + [enc(x)[1]], plain(x)[0] + [plain(x)[1]]):
-            torch.testing.assert_close(ours, ref)
+        enc(torch.randn(1, 3, 28, 42))
+    n_vfm = seen['vfm0_out'].shape[1]
+    assert n_vfm == 1 + 2 * 3  # class token, 2x3 patches
+    for i in range(3):
+        tokens, kwargs = seen[f'adapter{i}_in']
+        assert kwargs == {'n_first': n_vfm}
+        torch.testing.assert_close(tokens, torch.cat([seen[f'vfm{i}_out'], seen[f'vlm{i}_out']],
+                                                     1))
+        delta = seen[f'adapter{i}_out']
+        assert delta.abs().max() > 1e-3  # the adapter does contribute
+        if i + 1 < 3:
+            torch.testing.assert_close(seen[f'vfm{i + 1}_in'][0],
+                                       seen[f'vfm{i}_out'] + delta[:, :n_vfm])
+            torch.testing.assert_close(seen[f'vlm{i + 1}_in'][0],
+                                       seen[f'vlm{i}_out'] + delta[:, n_vfm:])
 
 
 @pytest.mark.slow

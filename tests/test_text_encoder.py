@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from mfuser.models.text_encoder import CITYSCAPES_CLASSES, CoOpTextEncoder
+from mfuser.datasets import CITYSCAPES_CLASSES
+from mfuser.models.text_encoder import CoOpTextEncoder
 
 TINY = dict(text_cfg=dict(width=32, heads=2, layers=2), embed_dim=24)
 
@@ -74,11 +75,25 @@ def test_gradients_reach_contexts_only_and_encoder_stays_eval():
     assert all(not p.requires_grad and p.grad is None for p in enc.parameters())
 
 
-def test_openai_clip_text_uses_quickgelu_and_eva_does_not():
-    clip = CoOpTextEncoder(model_name='ViT-L-14-336-quickgelu', **TINY)
-    eva = CoOpTextEncoder(model_name='EVA02-L-14-336', **TINY)
-    assert 'QuickGELU' in type(clip.transformer.resblocks[0].mlp.gelu).__name__
-    assert 'QuickGELU' not in type(eva.transformer.resblocks[0].mlp.gelu).__name__
+@pytest.mark.parametrize('variant,quick', [('clip', True), ('eva02', False)])
+def test_text_tower_mlps_compute_the_activation_the_weights_were_trained_with(variant, quick):
+    """The text tower the config names computes x * sigmoid(1.702 x) (QuickGELU: OpenAI CLIP)
+    or the exact GELU (EVA02-CLIP) in every block's MLP, checked against both by hand."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = Config.fromfile(osp.join(repo, 'configs', f'mfuser_{variant}_gta.py'))
+    enc = CoOpTextEncoder(model_name=cfg.model.text_encoder.model_name, **TINY)
+    x = torch.randn(3, 7, 32) * 2
+    with torch.no_grad():
+        for block in enc.transformer.resblocks:
+            h = block.mlp.c_fc(x)
+            by_quick = block.mlp.c_proj(h * torch.sigmoid(1.702 * h))
+            by_gelu = block.mlp.c_proj(torch.nn.functional.gelu(h))
+            want, other = (by_quick, by_gelu) if quick else (by_gelu, by_quick)
+            torch.testing.assert_close(block.mlp(x), want, rtol=1e-5, atol=1e-5)
+            assert (block.mlp(x) - other).abs().max() > 1e-3
 
 
 def test_siglip_needs_local_tokenizer_and_works_with_one():
