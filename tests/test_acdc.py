@@ -291,7 +291,10 @@ def test_format_only_switches_the_acdc_config_to_the_test_split():
 
 
 def test_make_synthetic_data_writes_acdc_on_request(tmp_path, capsys):
-    from make_synthetic_data import parse_args, prepare  # tools/ is on the test path
+    from tool_scripts import tool
+
+    from mfuser_tools.synthetic import prepare
+    parse_args = tool('make_synthetic_data').parse_args
     assert 'acdc' not in parse_args([]).domains  # the demo's default stays the five domains
     args = parse_args(['--domains', 'cityscapes', 'acdc', '--num-train', '1', '--num-val', '1'])
     assert args.domains == ['cityscapes', 'acdc']

@@ -69,7 +69,7 @@ def test_gta_synthia_recipe():
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory):
     pytest.importorskip('cv2')
-    from make_synthetic_data import prepare  # tools/ is on the test path (conftest)
+    from mfuser_tools.synthetic import prepare
     root = tmp_path_factory.mktemp('ws') / 'synthetic'
     prepare(str(root), domains=['gta', 'synthia', 'cityscapes', 'bdd100k', 'mapillary', 'acdc'],
             num_train=2, num_val=1, size=(128, 64), seed=1, nproc=1)

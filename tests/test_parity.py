@@ -75,7 +75,7 @@ def test_clip_and_siglip_goldens_share_the_verified_crop_and_our_inputs_match(va
     from mmengine.config import Config
     from mmseg.registry import MODELS
 
-    from mfuser.models.text_encoder import CITYSCAPES_CLASSES
+    from mfuser.datasets import CITYSCAPES_CLASSES
     fname = op.VARIANTS[variant]['goldens']['main'][0]
     ref = reference(fname, op.GOLDENS['main'][0], variant=variant)
     golden = np.load(osp.join(ref, fname))

@@ -26,15 +26,12 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
-__all__ = ['CoOpTextEncoder', 'CITYSCAPES_CLASSES', 'CLASS_NAME_SETS', 'build_tokenizer']
+from mfuser.datasets.label_maps import CITYSCAPES_CLASSES, SYNTHIA_CLASSES_16
 
-#: The 19 Cityscapes train classes, in train-ID order.
-CITYSCAPES_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light',
-                      'traffic sign', 'vegetation', 'terrain', 'sky', 'person', 'rider', 'car',
-                      'truck', 'bus', 'train', 'motorcycle', 'bicycle')
-#: The 16 classes SYNTHIA shares with Cityscapes (Cityscapes order, no terrain/truck/train).
-SYNTHIA_CLASSES = tuple(c for c in CITYSCAPES_CLASSES if c not in ('terrain', 'truck', 'train'))
-CLASS_NAME_SETS = {'cityscapes': CITYSCAPES_CLASSES, 'synthia': SYNTHIA_CLASSES}
+__all__ = ['CoOpTextEncoder', 'CLASS_NAME_SETS', 'build_tokenizer']
+
+#: The class names the text queries can be built from (the tables of mfuser.datasets.label_maps).
+CLASS_NAME_SETS = {'cityscapes': CITYSCAPES_CLASSES, 'synthia': SYNTHIA_CLASSES_16}
 
 
 def _resolve_class_names(class_names: Union[str, Sequence[str], None]) -> tuple[str, ...]:

@@ -104,7 +104,7 @@ def build_variant(variant: str) -> torch.nn.Module:
     placeholder logit constants of its score-map loss."""
     options = None
     if variant == 'siglip':
-        from mfuser.models.text_encoder import CITYSCAPES_CLASSES
+        from mfuser.datasets import CITYSCAPES_CLASSES
         options = {'model.text_encoder.tokenizer': None,
                    'model.text_encoder.token_ids': siglip_placeholder_token_ids(
                        CITYSCAPES_CLASSES)}
