@@ -23,7 +23,7 @@ REAL_IMAGE = shared_location(*REAL_PARTS)  # not checked; needs_shared(*REAL_PAR
 
 
 def run_infer(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
     return subprocess.run([sys.executable, osp.join(REPO, 'tools', 'infer.py'), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 

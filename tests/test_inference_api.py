@@ -80,7 +80,7 @@ def test_importing_mfuser_leaves_mmengine_untouched():
         'import mfuser.engine.safe_loading\n'
         'assert C._schemes[""] is not before[""]\n'
         'print("ok")\n')
-    env = dict(__import__('os').environ, PYTHONPATH=REPO)
+    env = dict(__import__('os').environ)
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-2000:]

@@ -35,7 +35,7 @@ FAST = ['train_dataloader.batch_size=1', 'train_dataloader.num_workers=0',
 
 
 def run_tool(args, cwd, timeout=600, **kw):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, **kw)
 
@@ -215,7 +215,7 @@ def test_a_killed_write_leaves_the_old_file_and_its_part_is_cleaned_up(tmp_path)
             time.sleep(600)
         atomic.os.replace = stuck
         atomic.atomic_write_bytes({str(target)!r}, b'new' * 1000)
-    """)], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    """)], stdout=subprocess.PIPE, text=True, env=os.environ)
     try:
         assert writer.stdout.readline().strip() == 'written'
     finally:

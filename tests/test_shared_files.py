@@ -74,7 +74,7 @@ def test_the_marker_skips_before_fixtures_and_fails_under_ci(tmp_path):
         """))
     env = {k: v for k, v in os.environ.items() if k != 'CI'}
     env.update({SHARED_ENV: str(tmp_path / 'absent'),
-                'PYTHONPATH': osp.pathsep.join((REPO, osp.join(REPO, 'tests')))})
+                'PYTHONPATH': osp.join(REPO, 'tests')})
     cmd = [sys.executable, '-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider',
            '-p', 'conftest', str(tmp_path / 'test_needs.py')]  # this suite's conftest
     plain = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -143,7 +143,7 @@ def test_resumed_run_keeps_the_whole_scalar_log_and_curves(tmp_path):
 
 # ----------------------------------------------------------------------------- tools
 def run_tool(args, cwd, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -180,7 +180,7 @@ def test_second_training_in_a_work_dir_is_refused_and_a_killed_ones_lock_is_not(
             print('locked', flush=True)
             time.sleep(600)
         """)], stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, osp.join(REPO, 'tools')])))
+        env=os.environ)
     try:
         assert holder.stdout.readline().strip() == 'locked'
         # (no data in tmp_path: without the lock the run would stop at the data check)
