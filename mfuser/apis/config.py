@@ -111,7 +111,11 @@ def _option_problem(cfg: Mapping, dotted: str, value) -> str | None:
     node, parts = cfg, dotted.split('.')
     for i, part in enumerate(parts):
         path, last = '.'.join(parts[:i]), i == len(parts) - 1
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        if isinstance(node, (list, tuple)):
+            if not (part.isdigit() and int(part) < len(node) and isinstance(
+                    node[int(part)], Mapping)):  # mmengine merges into list items that are dicts
+                return (f'--cfg-options {dotted}: {path} is a list of {len(node)} values; give '
+                        f'the whole list instead: --cfg-options "{path}=[...]"')
             child = node[int(part)]
         elif isinstance(node, Mapping) and part in node:
             child = node[part]

@@ -6,17 +6,23 @@
 
 1. register the modules and install the weights-only checkpoint loader
    (:func:`mfuser.engine.checkpoint.install_safe_loader`);
-2. test: read the checkpoint once (an official file is converted here, once) and clear the
-   config's pretrained files whose parts it holds (:mod:`mfuser.engine.weights`);
+2. train: the work dir is free (no other training, no earlier checkpoints unless resuming or
+   ``overwrite``); test: the checkpoint is read once (an official file is converted here,
+   once) and the config's pretrained files whose parts it holds are cleared
+   (:mod:`mfuser.engine.weights`);
 3. preflight (:func:`mfuser.apis.preflight.check_config`): data roots and label files,
    weight files, the schedule, what this machine can run (skipped with ``preflight=False``);
-4. train: the work dir is free (no other training, no earlier checkpoints unless resuming or
-   ``overwrite``), then locked and cleared of checkpoint writes cut off by a killed run; the
-   non-finite guard and atomic checkpoint writing are added to the config;
+4. train: the work dir is locked and cleared of checkpoint writes cut off by a killed run;
+   the non-finite guard and atomic checkpoint writing are added to the config;
 5. distributed: SyncBN in the necks for multi-GPU training, gloo + CPU DDP for ``torchrun``
    without GPUs (:mod:`mfuser.apis.distributed`);
 6. the Runner is built; a ``--resume`` checkpoint, or the test checkpoint, must fit the model
-   strictly (mmengine loads non-strictly), and the test checkpoint is loaded.
+   strictly (mmengine loads non-strictly), and the test checkpoint is loaded (into the model
+   itself: mmengine's ``after_load_checkpoint`` hooks do not run for it; none of the configs'
+   hooks uses them).
+
+The tools add only their own options to the config first (``--amp``, ``--out``,
+``--show-dir``, ...), raising the same error types.
 
 Every error a user can fix is one of the types in :mod:`mfuser.apis.errors`.
 """
@@ -67,10 +73,10 @@ def earlier_checkpoints(work_dir: str) -> list[str]:
 
 
 def _claim_work_dir(cfg: Config, overwrite: bool) -> None:
-    """Step 4: only rank 0 checks and holds the work-dir lock (the others would find it)."""
-    if not is_main_process(cfg):
-        return
-    workdir.check_work_dir_free(cfg.work_dir)
+    """Step 2 of training: no earlier checkpoints would be overwritten (every rank stops);
+    no other training holds the work dir (rank 0 only: the others would find its lock)."""
+    if is_main_process(cfg):
+        workdir.check_work_dir_free(cfg.work_dir)
     found = earlier_checkpoints(cfg.work_dir)
     if found and not cfg.get('resume') and not overwrite:
         raise ConfigCheckError(
@@ -150,8 +156,8 @@ def train_runner(cfg: Config, *, preflight: bool = True, overwrite: bool = False
         skip_nonfinite: skip optimizer steps with non-finite gradients instead of stopping.
         sync_bn: SyncBN in the necks for multi-GPU runs (as the release trained).
     """
-    _claim_work_dir(cfg, overwrite)
     _register()
+    _claim_work_dir(cfg, overwrite)
     if preflight:
         check_config(cfg, 'train')
     _lock_work_dir(cfg)
@@ -176,12 +182,12 @@ def test_runner(cfg: Config, checkpoint: str, *, preflight: bool = True,
     if not osp.isfile(checkpoint):
         raise ConfigCheckError(f'checkpoint {checkpoint!r} not found')
     _register()
+    cfg.load_from, cfg.resume = None, False  # the checkpoint is loaded below, strictly
     ckpt = weights.read_checkpoint(checkpoint)
     for key in weights.skip_pretrained_held_by(cfg, ckpt):
         print_log(f'{key}: not needed, {checkpoint} holds these weights', logger='current')
     if preflight:
         check_config(cfg, 'test')
-    cfg.load_from, cfg.resume = None, False  # loaded below, strictly
     model_cfg = copy.deepcopy(cfg)  # names the pretrained files also under --tta
     if tta:
         use_tta(cfg)

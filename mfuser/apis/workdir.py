@@ -1,10 +1,11 @@
 """One training per work directory: a lock file held for the life of the training process.
 
 Two runs writing checkpoints, logs and ``last_checkpoint`` into the same directory corrupt
-each other's state silently. ``tools/train.py`` takes an exclusive POSIX lock on
-``<work_dir>/train.lock`` and writes who holds it (pid, host, start time, command) into the
-file. The kernel releases the lock when the process ends in any way (SIGKILL included), so a
-lock left by a killed run never blocks ``--resume``; the stale text is simply overwritten.
+each other's state silently. Training (:func:`mfuser.apis.train_runner`) takes an exclusive
+POSIX lock on ``<work_dir>/train.lock`` and writes who holds it (pid, host, start time,
+command) into the file. The kernel releases the lock when the process ends in any way
+(SIGKILL included), so a lock left by a killed run never blocks ``--resume``; the stale text
+is simply overwritten.
 """
 from __future__ import annotations
 

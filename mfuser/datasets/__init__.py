@@ -1,6 +1,6 @@
 """Data sets (GTAV, Cityscapes, BDD100K, Mapillary, SYNTHIA, ACDC), the multi-domain,
 rare-class sampling and multi-source wrappers, label tables and the loading transforms (the
-offline converters and the synthetic data generator live in tools/mfuser_tools)."""
+offline converters and the synthetic data generator live in the mfuser_tools package)."""
 from .acdc import ACDC_CONDITIONS, ACDCDataset
 from .bdd100k import BDD100KDGDataset
 from .cityscapes import CityscapesDGDataset

@@ -3,10 +3,11 @@ renamed over it (``os.replace`` is atomic on POSIX file systems).
 
 A SIGKILL, a full disk or a crash during the write leaves the target as it was (absent, or the
 previous complete file) and at most a ``<target>.part-<pid>`` file, which the failing process
-removes when it can and ``tools/train.py`` removes at the next start. Checkpoints go through
+removes when it can and the next training in that work dir removes
+(:func:`mfuser.apis.train_runner`, behind ``tools/train.py``). Checkpoints go through
 :class:`AtomicLocalBackend`, an mmengine file backend (``backend_args=dict(backend=
-'local_atomic')`` of ``CheckpointHook``, set by ``tools/train.py``). Files are created with mode
-0666 minus the umask, like any other file.
+'local_atomic')`` of ``CheckpointHook``, set by :func:`mfuser.apis.train_runner`). Files are
+created with mode 0666 minus the umask, like any other file.
 """
 from __future__ import annotations
 

@@ -65,7 +65,8 @@ class NonFiniteLossHook(Hook):
 
     Either way, before an iteration's checkpoint is saved (and before ``CheckpointHook``
     rotates the old ones out) the weights are checked, and a checkpoint holding NaN/inf is
-    never written. ``tools/train.py`` adds this hook to every run.
+    never written. :func:`mfuser.apis.train_runner` (``tools/train.py``) adds this hook to
+    every run.
     """
 
     priority = 'ABOVE_NORMAL'  # before the logger and checkpoint hooks of the same iteration

@@ -24,7 +24,8 @@
 5. **Resume and load_from.** mmengine's Runner reads its own checkpoints through the loader that
    :func:`~mfuser.engine.checkpoint.install_safe_loader` registers; that loader is weights-only
    and converts official files too. ``--resume`` runs the same strict check first
-   (:func:`mfuser.apis.train_runner`).
+   (:func:`mfuser.apis.train_runner`), so a resumed file is read twice (an official file
+   cannot be resumed from: it holds no optimizer state or iteration).
 """
 from __future__ import annotations
 

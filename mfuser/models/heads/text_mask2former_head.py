@@ -71,9 +71,10 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
             head's ``init_weights``): nothing, the constructors' initialisation stays (incl.
             mmcv's deformable-attention init). ``True``: mmdet's Mask2Former init (xavier
             transformer decoder, caffe2-xavier convolutions, MSDA init).
-        **kwargs: the parents' other arguments (``num_transformer_feat_level`` (3),
-            ``enforce_decoder_input_project``, ``test_cfg``, ``align_corners``,
-            ``ignore_index`` (255), ``init_cfg``).
+        num_transformer_feat_level / enforce_decoder_input_project / test_cfg /
+            align_corners / ignore_index / init_cfg: as for mmseg's ``Mask2FormerHead``. The
+            signature is closed (no ``**kwargs``), so a misspelt or foreign argument fails,
+            and ``--cfg-options`` only accepts what this head takes.
 
     forward(feats, text): feats 4 maps (B, C_i, H_i, W_i), text (B, K, E) ->
     per-decoder-layer class logits (B, K, K+1) and mask logits (B, K, H_0, W_0).
@@ -104,7 +105,9 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
                  out_channels: int = 256,
                  num_classes: int = 19,
                  text_dim: int = 768,
+                 num_transformer_feat_level: int = 3,
                  pixel_decoder: dict | None = None,
+                 enforce_decoder_input_project: bool = False,
                  transformer_decoder: dict | None = None,
                  positional_encoding: dict | None = None,
                  loss_cls: dict | None = None,
@@ -112,8 +115,11 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
                  loss_dice: dict | None = None,
                  no_object_weight: float = 0.1,
                  train_cfg: dict | None = None,
+                 test_cfg: dict | None = None,
+                 align_corners: bool = False,
+                 ignore_index: int = 255,
                  mmdet_init: bool = False,
-                 **kwargs):
+                 init_cfg: dict | list | None = None):
         if pixel_decoder is None or transformer_decoder is None:
             raise ValueError('TextQueriedMask2FormerHead needs `pixel_decoder` and '
                              '`transformer_decoder` configs (see configs/_base_/models).')
@@ -136,7 +142,9 @@ class TextQueriedMask2FormerHead(Mask2FormerHead):
             loss_cls=_mmseg_cfg(loss_cls), loss_mask=_mmseg_cfg(loss_mask or _DEFAULT_LOSS_MASK),
             loss_dice=_mmseg_cfg(loss_dice or _DEFAULT_LOSS_DICE),
             train_cfg=None,  # no Hungarian assigner/sampler: identity assignment, get_targets
-            **kwargs)
+            num_transformer_feat_level=num_transformer_feat_level,
+            enforce_decoder_input_project=enforce_decoder_input_project, test_cfg=test_cfg,
+            align_corners=align_corners, ignore_index=ignore_index, init_cfg=init_cfg)
         self.in_channels, self.text_dim = list(in_channels), text_dim
         self.mmdet_init = bool(mmdet_init)
         # The query features come from the text (the learned query_feat goes); the query
