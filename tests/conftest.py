@@ -21,9 +21,10 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # tests/ holds test scaffolding the subprocesses import (rank_check).
 os.environ['PYTHONPATH'] = os.pathsep.join(
     p for p in (osp.join(REPO, 'tests'), os.environ.get('PYTHONPATH')) if p)
-_installed = subprocess.run(
-    [sys.executable, '-c', 'import mfuser, mfuser_tools; print(mfuser.__file__); '
-     'print(mfuser_tools.__file__)'], cwd=osp.dirname(REPO), capture_output=True, text=True)
+_installed = subprocess.run(  # located, not imported (no torch start-up)
+    [sys.executable, '-c', 'import importlib.util as u; '
+     'print(u.find_spec("mfuser").origin); print(u.find_spec("mfuser_tools").origin)'],
+    cwd=osp.dirname(REPO), capture_output=True, text=True)
 if [osp.dirname(osp.dirname(p)) for p in _installed.stdout.splitlines()] != [REPO, REPO]:
     raise RuntimeError(f'the installed mfuser / mfuser_tools are not this checkout ({REPO}): '
                        f'{_installed.stdout.strip() or _installed.stderr.strip()[-300:]}; run '

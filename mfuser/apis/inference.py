@@ -1,26 +1,21 @@
 """An MFuser segmentor for mmseg's ``inference_model``, loaded strictly from a checkpoint."""
 from __future__ import annotations
 
-import os.path as osp
-
 import torch
 from mmengine.config import Config
-from mmengine.logging import print_log
 
 from mfuser.engine import weights
-from mfuser.engine.checkpoint import install_safe_loader
 
-from .errors import ConfigCheckError
+from .config import load_config
 from .preflight import check_config
+from .runner import read_checkpoint_for
 
 
 def inference_config(path: str) -> Config:
     """The config with a ``test_pipeline`` for mmseg's ``inference_model``: the config's own,
     else the test data set's pipeline (the first target of a multi-domain set) without label
     loading."""
-    if not osp.isfile(path):
-        raise ConfigCheckError(f'config file {path!r} not found')
-    cfg = Config.fromfile(path)
+    cfg = load_config(path)
     if 'test_pipeline' not in cfg:
         dataset = cfg.test_dataloader.dataset
         while 'pipeline' not in dataset:
@@ -41,19 +36,11 @@ def init_segmentor(config: str, checkpoint: str, device: str = 'cpu') -> torch.n
     """
     from mmseg.apis import init_model
     from mmseg.datasets import CityscapesDataset
-
-    import mfuser  # noqa: F401  registers the modules
-    install_safe_loader()
-    if not osp.isfile(checkpoint):
-        raise ConfigCheckError(f'checkpoint {checkpoint!r} not found')
     cfg = inference_config(config)
-    ckpt = weights.read_checkpoint(checkpoint)
-    for key in weights.skip_pretrained_held_by(cfg, ckpt):
-        print_log(f'{key}: not needed, {checkpoint} holds these weights', logger='current')
+    ckpt = read_checkpoint_for(cfg, checkpoint)
     check_config(cfg, 'infer')
     model = init_model(cfg, None, device='cpu')
-    weights.require_matching_checkpoint(model, ckpt, cfg)
-    weights.load_weights(model, ckpt)
+    weights.load_weights(model, ckpt, cfg)
     meta = ckpt.meta.get('dataset_meta') or {}
     model.dataset_meta = dict(classes=meta.get('classes', CityscapesDataset.METAINFO['classes']),
                               palette=meta.get('palette', CityscapesDataset.METAINFO['palette']))

@@ -175,17 +175,25 @@ def train_runner(cfg: Config, *, preflight: bool = True, overwrite: bool = False
     return runner
 
 
+def read_checkpoint_for(cfg: Config, checkpoint: str) -> weights.Checkpoint:
+    """Steps 1-2 of testing and inference: register, read ``checkpoint`` once (converting an
+    official file) and clear the config's pretrained files whose parts it holds (said in the
+    log); the config's own ``load_from`` / ``resume`` are switched off."""
+    if not osp.isfile(checkpoint):
+        raise ConfigCheckError(f'checkpoint {checkpoint!r} not found')
+    _register()
+    cfg.load_from, cfg.resume = None, False  # the caller loads it, strictly
+    ckpt = weights.read_checkpoint(checkpoint)
+    for key in weights.skip_pretrained_held_by(cfg, ckpt):
+        print_log(f'{key}: not needed, {checkpoint} holds these weights', logger='current')
+    return ckpt
+
+
 def test_runner(cfg: Config, checkpoint: str, *, preflight: bool = True,
                 tta: bool = False) -> Runner:
     """A Runner ready to ``.test()`` with the weights of ``checkpoint`` loaded (see the module
     docstring for the steps); ``tta``: test-time augmentation (:func:`use_tta`)."""
-    if not osp.isfile(checkpoint):
-        raise ConfigCheckError(f'checkpoint {checkpoint!r} not found')
-    _register()
-    cfg.load_from, cfg.resume = None, False  # the checkpoint is loaded below, strictly
-    ckpt = weights.read_checkpoint(checkpoint)
-    for key in weights.skip_pretrained_held_by(cfg, ckpt):
-        print_log(f'{key}: not needed, {checkpoint} holds these weights', logger='current')
+    ckpt = read_checkpoint_for(cfg, checkpoint)
     if preflight:
         check_config(cfg, 'test')
     model_cfg = copy.deepcopy(cfg)  # names the pretrained files also under --tta
@@ -193,8 +201,7 @@ def test_runner(cfg: Config, checkpoint: str, *, preflight: bool = True,
         use_tta(cfg)
     distributed.setup_cpu_distributed(cfg)
     runner = _build(cfg)
-    weights.require_matching_checkpoint(runner.model, ckpt, model_cfg)
-    weights.load_weights(runner.model, ckpt)
+    weights.load_weights(runner.model, ckpt, model_cfg)
     return runner
 
 

@@ -17,10 +17,11 @@
    converted in memory by :mod:`mfuser.models.official_release`.
    - :func:`skip_pretrained_held_by` clears the config's file keys for the parts the checkpoint
      holds, so a released checkpoint needs no DINOv2 or CLIP files.
-   - :func:`require_matching_checkpoint` checks that the model fits the checkpoint exactly. The
-     only parts it may lack are those left out in step 3 whose files the config names.
-   - :func:`load_weights` then puts the weights into the model. mmengine would load them
-     non-strictly, so a mismatch would silently evaluate a partly random model.
+   - :func:`load_weights` puts the weights into the model once
+     :func:`require_matching_checkpoint` has checked that the model fits the checkpoint
+     exactly. The only parts it may lack are those left out in step 3 whose files the config
+     names. mmengine would load them non-strictly, so a mismatch would silently evaluate a
+     partly random model.
 5. **Resume and load_from.** mmengine's Runner reads its own checkpoints through the loader that
    :func:`~mfuser.engine.checkpoint.install_safe_loader` registers; that loader is weights-only
    and converts official files too. ``--resume`` runs the same strict check first
@@ -196,15 +197,12 @@ def require_matching_checkpoint(model: torch.nn.Module, checkpoint: str | Checkp
             'work dir), or fix the --cfg-options that change the model.')
 
 
-def load_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
-    """Copy the checkpoint's weights into ``model`` (inside DDP / TTA wrappers); call
-    :func:`require_matching_checkpoint` first: the parts it may lack keep the weights the
-    model was built with (from the config's pretrained files)."""
-    target = _segmentor(model)
-    result = target.load_state_dict(checkpoint.state_dict, strict=False)
-    if result.unexpected_keys:  # excluded by require_matching_checkpoint
-        raise CheckpointError(f'{checkpoint.filename}: unexpected weights '
-                              f'{result.unexpected_keys[:5]}')
+def load_weights(model: torch.nn.Module, checkpoint: Checkpoint, cfg=None) -> None:
+    """Copy the checkpoint's weights into ``model`` (inside DDP / TTA wrappers) once
+    :func:`require_matching_checkpoint` accepts them (with ``cfg``); the parts it may lack
+    keep the weights the model was built with (from the config's pretrained files)."""
+    require_matching_checkpoint(model, checkpoint, cfg)
+    result = _segmentor(model).load_state_dict(checkpoint.state_dict, strict=False)
     kept = [prefix[:-1] for prefix in PRETRAINED_PARTS.values()
             if any(k.startswith(prefix) for k in result.missing_keys)]
     print_log(f'loaded {len(checkpoint.state_dict)} tensors from {checkpoint.filename}' +
