@@ -133,7 +133,7 @@ def _option_problem(cfg: Mapping, dotted: str, value) -> str | None:
         if last:
             like = child
             if isinstance(child, int) and isinstance(node, Mapping) and 'type' in node:
-                default = (_arguments(registered(node['type']) or dict) or {}).get(part)
+                default = (_takes(node, path) or {}).get(part)
                 like = default if isinstance(default, float) else child  # float arguments
             expected = _expected(value, like)
             return expected and _wrong_type(dotted, value, f'{expected} (like {like!r})')

@@ -28,7 +28,6 @@ Every error a user can fix is one of the types in :mod:`mfuser.apis.errors`.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import os.path as osp
@@ -196,7 +195,7 @@ def test_runner(cfg: Config, checkpoint: str, *, preflight: bool = True,
     ckpt = read_checkpoint_for(cfg, checkpoint)
     if preflight:
         check_config(cfg, 'test')
-    model_cfg = copy.deepcopy(cfg)  # names the pretrained files also under --tta
+    model_cfg = dict(model=cfg.model)  # where the pretrained files are named, also under --tta
     if tta:
         use_tta(cfg)
     distributed.setup_cpu_distributed(cfg)
